@@ -1,0 +1,1 @@
+"""Prefect flows: compose tasks into runs with typed (pydantic) parameters for the UI."""

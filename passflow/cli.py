@@ -1,0 +1,212 @@
+"""``passflow`` — the command line: the analyst's and operator's entry point.
+
+Exit codes: 0 ok; 1 the run failed (vendor errors, unexpected error); 2 bad configuration or input;
+3 too many rejected rows (nothing issued).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from passflow.errors import ConfigError, PassflowError, RejectRateExceeded
+from passflow.secrets import redact
+
+app = typer.Typer(
+    name="passflow",
+    help="Issue mobile wallet passes in bulk (Skycore signed links, Passmachine API) — Prefect flows.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _prefect_defaults() -> None:
+    # The ephemeral API server takes 7–17 s to start here; Prefect's default timeout is too tight.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _fail(exc: BaseException) -> None:
+    if isinstance(exc, RejectRateExceeded):
+        err.print(f"[bold red]stopped:[/] {redact(str(exc))}", highlight=False)
+        raise typer.Exit(3)
+    if isinstance(exc, ConfigError):
+        err.print(f"[bold red]configuration error:[/] {redact(str(exc))}", highlight=False)
+        raise typer.Exit(2)
+    if isinstance(exc, PassflowError):
+        err.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
+        raise typer.Exit(2 if "Source" in type(exc).__name__ else 1)
+    err.print(f"[bold red]run failed:[/] {type(exc).__name__}: {redact(str(exc))}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _print_summary(summary: dict) -> None:
+    from passflow.report import SUMMARY_LABELS
+
+    table = Table(title=f"{summary['campaign']} — run {summary['run_id']}" + (" (dry run)" if summary["dry_run"] else ""))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in SUMMARY_LABELS:
+        value = summary.get(key)
+        if value not in (None, 0, [], {}) or key in ("read", "rejected", "issued_new", "failed", "exported"):
+            table.add_row(label, str(value))
+    for reason, n in (summary.get("reject_reasons") or {}).items():
+        table.add_row(f"  rejected: {reason}", str(n))
+    console.print(table)
+    for f in summary.get("export_files") or []:
+        console.print(f"export: {f}", highlight=False)
+    if summary.get("rejects_file"):
+        console.print(f"rejects: {summary['rejects_file']}", highlight=False)
+    if summary.get("failures_file"):
+        console.print(f"failed rows: {summary['failures_file']}", highlight=False)
+
+
+@app.command()
+def issue(
+    campaign: Annotated[Path, typer.Argument(help="Campaign TOML file, e.g. data/campaigns/skycore-coupon.toml")],
+    segment: Annotated[str | None, typer.Option(help="CSV path or database URL replacing the campaign's source")] = None,
+    table: Annotated[str | None, typer.Option(help="Table to read when --segment is a database URL")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be issued; write nothing")] = False,
+    max_per_second: Annotated[float | None, typer.Option(help="Override [limits] max_per_second")] = None,
+    max_in_flight: Annotated[int | None, typer.Option(help="Override [limits] max_in_flight")] = None,
+    preview_rows: Annotated[int, typer.Option(help="Rows to preview in a dry run")] = 5,
+) -> None:
+    """Issue passes for a campaign's segment (a Prefect flow run) and write the attribute exports."""
+    _prefect_defaults()
+    from flows.issue_passes import IssueRequest, issue_passes
+    from passflow.config import load_campaign
+    from passflow.sandbox_autostart import sandbox_for
+
+    request = IssueRequest(
+        campaign=str(campaign),
+        segment=segment,
+        table=table,
+        dry_run=dry_run,
+        max_per_second=max_per_second,
+        max_in_flight=max_in_flight,
+        preview_rows=preview_rows,
+    )
+    try:
+        # Validate before Prefect starts: a config error should not cost a server start-up.
+        loaded = load_campaign(campaign, overrides=request.overrides())
+    except PassflowError as exc:
+        _fail(exc)
+    with sandbox_for(loaded, console=err):
+        state = issue_passes(request, return_state=True)
+    if state.is_failed() or state.is_crashed():
+        exc = state.result(raise_on_failure=False)
+        _fail(exc if isinstance(exc, BaseException) else RuntimeError(str(state.message)))
+    summary = state.result()
+    _print_summary(summary)
+    if summary.get("dry_run") and summary.get("preview"):
+        console.print(summary["preview"])
+    if summary.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(campaign: Annotated[Path, typer.Argument(help="Campaign TOML file")]) -> None:
+    """Check a campaign file (keys, types, secrets, templates, segment columns) without running it."""
+    from passflow.config import load_campaign
+    from passflow.engine import IssueRun
+
+    try:
+        loaded = load_campaign(campaign)
+        run = IssueRun(loaded, dry_run=True)
+        try:
+            first = next(iter(run.source_chunks()), None)
+            if first is not None:
+                run.stage_chunk(first.head(0))
+        finally:
+            run.close()
+    except PassflowError as exc:
+        _fail(exc)
+    console.print(f"[green]ok[/]: {campaign} ({loaded.provider}, segment {run.source_label})", highlight=False)
+
+
+@app.command("verify-link")
+def verify_link_cmd(
+    links: Annotated[list[str] | None, typer.Argument(help="Signed link(s) to check, e.g. one from Skycore's 'Get Link'")] = None,
+    export: Annotated[Path | None, typer.Option(help="Check every link in an export CSV (column *_pass_link)")] = None,
+    salt_env: Annotated[str | None, typer.Option(help="Environment variable holding the salt (never type it on the command line)")] = None,
+    campaign: Annotated[Path | None, typer.Option(help="Use this campaign's recipe and salt")] = None,
+) -> None:
+    """Check signed links. For one link, report every checksum recipe that matches it."""
+    from passflow.linkcheck import check_export, explain_link, recipe_and_salt
+
+    try:
+        recipe, salt = recipe_and_salt(campaign=campaign, salt_env=salt_env)
+        if export is not None:
+            ok, bad, total = check_export(export, salt=salt, recipe=recipe)
+            console.print(f"{export}: {ok} of {total} links verify" + (f"; {len(bad)} do not" if bad else ""))
+            for row, reason in bad[:20]:
+                console.print(f"  row {row}: {reason}", highlight=False)
+            if bad or total == 0:
+                raise typer.Exit(1)
+            return
+        if not links:
+            raise PassflowError("give one or more links, or --export FILE")
+        failures = 0
+        for link in links:
+            text, good = explain_link(link, salt=salt, recipe=recipe if campaign else None)
+            console.print(text, highlight=False)
+            failures += not good
+        if failures:
+            raise typer.Exit(1)
+    except PassflowError as exc:
+        _fail(exc)
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8765,
+    latency_ms: Annotated[float, typer.Option(help="Added latency per request")] = 0.0,
+    jitter_ms: Annotated[float, typer.Option(help="Random extra latency up to this")] = 0.0,
+    max_in_flight: Annotated[int | None, typer.Option(help="Answer 429 beyond this many requests in flight")] = None,
+    max_per_second: Annotated[float | None, typer.Option(help="Answer 429 beyond this many requests per second")] = None,
+) -> None:
+    """Run the provider sandbox: a local server that behaves like Passmachine and Skycore."""
+    from passflow.sandbox.runner import serve
+
+    console.print(f"provider sandbox on http://{host}:{port} (Passmachine: /passmachine, Skycore: /skycore, admin: /_admin/stats)")
+    serve(
+        host=host,
+        port=port,
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        max_in_flight=max_in_flight,
+        max_per_second=max_per_second,
+    )
+
+
+@app.command("demo-db")
+def demo_db(
+    path: Annotated[Path, typer.Option(help="SQLite file to create")] = Path("data/crm.db"),
+    rows: Annotated[int, typer.Option(help="Customers to generate")] = 500,
+) -> None:
+    """Build the sample SQLite CRM database used by the SQL example campaign."""
+    from passflow.demo import build_crm_db
+
+    build_crm_db(path, rows=rows)
+    console.print(f"wrote {path} ({rows} customers, table 'customers')")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

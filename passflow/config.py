@@ -1,0 +1,264 @@
+"""Campaign files: TOML in, a validated :class:`Campaign` out — or a :class:`ConfigError` that names
+the file, the key and what is expected, before anything is read or sent.
+
+Relative paths (CSV files, SQLite URLs, export directory, ledger) resolve against the campaign
+file's directory, so a campaign runs the same from any working directory, a deployment included.
+Secrets are never literal values: they are ``{ env = "NAME" }`` or ``{ prefect_secret = "block" }``
+references (see :mod:`passflow.secrets`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy.engine import make_url
+
+from passflow.errors import ConfigError
+from passflow.secrets import SecretRef
+
+PASS_TYPES = ("coupon", "giftcard", "loyaltycard", "eventticket", "boardingpass", "membership", "generic")
+LEDGER_URL_ENV = "PASSFLOW_LEDGER_URL"
+# Keys whose values are never echoed in errors: secrets, and URLs (they may carry a password).
+SECRET_FIELDS = {"salt", "public_token", "secret_token", "api_key", "sql_url", "url"}
+
+
+class _Model(BaseModel):
+    # Unknown keys are errors: a typo such as `max_per_secnd` must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CampaignInfo(_Model):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")] = Field(
+        description="Campaign id: letters, digits, '-', '_', '.'; used in the ledger and file names"
+    )
+    provider: Literal["skycore", "passmachine"]
+    pass_type: Literal[PASS_TYPES] = "coupon"  # type: ignore[valid-type]
+    description: str = ""
+
+
+class SourceSettings(_Model):
+    csv: str | None = Field(None, description="Path of a CSV segment file")
+    sql_url: str | None = Field(None, description="SQLAlchemy URL of the segment database")
+    table: str | None = None
+    query: str | None = None
+    encoding: str = "auto"
+    delimiter: Literal["auto", ",", ";", "\t", "|"] = "auto"
+    chunk_size: int = Field(50_000, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SourceSettings:
+        if bool(self.csv) == bool(self.sql_url):
+            raise ValueError("set exactly one of `csv = \"path.csv\"` or `sql_url = \"dialect://…\"`")
+        if self.sql_url and bool(self.table) == bool(self.query):
+            raise ValueError("with `sql_url`, set exactly one of `table` or `query`")
+        if self.csv and (self.table or self.query):
+            raise ValueError("`table`/`query` only apply to `sql_url` sources")
+        return self
+
+
+class ColumnMapping(_Model):
+    """Which source columns hold the fields passflow itself needs."""
+
+    customer_id: str = "customer_id"
+    email: str | None = "email"
+    phone: str | None = "phone"
+
+
+class ValidationSettings(_Model):
+    require_email: bool = False
+    require_phone: bool = False
+    default_phone_region: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "US"
+    max_reject_rate: float = Field(0.2, ge=0.0, le=1.0, description="Fail before issuing above this share")
+
+
+class SkycoreSettings(_Model):
+    link_base: str = Field(description="The link from Skycore's 'Get Link', up to (not including) '?'")
+    params: dict[str, str] = Field(description="Query parameters in link order: name = template")
+    salt: SecretRef | None = None
+    salt_position: Literal["append", "prepend"] = "append"
+    hex_case: Literal["lower", "upper"] = "lower"
+    hash_input: Literal["raw", "encoded"] = "raw"
+    pass_id_param: str = "pass-id"
+
+    @field_validator("link_base")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s?#]+$", v):
+            raise ValueError(
+                "must be an http(s) URL without '?' or '#', e.g. https://d2c.skycore.com/wallet/gc/LINKID; "
+                "put the parameters under [skycore.params]"
+            )
+        return v
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError("needs at least one parameter, e.g. \"pass-id\" = \"{{ customer.customer_id }}\"")
+        if "checksum" in v:
+            raise ValueError("'checksum' is computed by passflow; remove it from [skycore.params]")
+        return v
+
+
+class PassmachineSettings(_Model):
+    api_base_url: str = Field(description="https://api.passmachine.cz, or the sandbox's /passmachine URL")
+    account: str
+    template_id: str
+    public_token: SecretRef
+    secret_token: SecretRef
+    template_variables: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    auth_style: Literal["basic", "headers"] = "basic"
+    token_field: str = "token"
+    token_ttl_s: int = Field(3600, ge=60)
+    lookup_metadata_key: str = Field("registered", description="Metadata key carrying our customer id")
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://\S+$", v):
+            raise ValueError("must be an http(s) URL such as https://api.passmachine.cz")
+        return v.rstrip("/")
+
+
+class Limits(_Model):
+    max_in_flight: int = Field(10, ge=1, le=1000, description="Requests in flight at once (Bloomreach 'Limit')")
+    max_per_second: float | None = Field(10.0, gt=0, le=10_000, description="Request starts per second")
+    max_attempts: int = Field(6, ge=1, le=20)
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    failure_threshold: float = Field(0.5, gt=0, le=1.0, description="Stop when this share of calls fails…")
+    failure_min_calls: int = Field(50, ge=1, description="…once at least this many calls were made")
+
+
+class DbExportSettings(_Model):
+    url: str
+    table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+
+
+class ExportSettings(_Model):
+    directory: str = "exports"
+    formats: list[Literal["moengage", "bloomreach"]] = Field(default_factory=lambda: ["moengage", "bloomreach"])
+    bloomreach_id_column: str = "registered"
+    max_rows_per_file: int = Field(1_000_000, ge=1)
+    db: DbExportSettings | None = None
+
+
+class LedgerSettings(_Model):
+    url: str = "sqlite:///state/ledger.db"
+
+
+class Campaign(_Model):
+    campaign: CampaignInfo
+    source: SourceSettings
+    columns: ColumnMapping = ColumnMapping()
+    validation: ValidationSettings = ValidationSettings()
+    skycore: SkycoreSettings | None = None
+    passmachine: PassmachineSettings | None = None
+    limits: Limits = Limits()
+    export: ExportSettings = ExportSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    # Set by the loader, not the file: where the campaign came from (for messages and paths).
+    path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _provider_section(self) -> Campaign:
+        p = self.campaign.provider
+        if getattr(self, p) is None:
+            raise ValueError(f"campaign.provider is {p!r} but the [{p}] section is missing")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.campaign.name
+
+    @property
+    def provider(self) -> str:
+        return self.campaign.provider
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def resolve_db_url(url: str, base: Path) -> str:
+    """Make a relative SQLite file path relative to ``base`` (SQLAlchemy would use the cwd)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        db = Path(parsed.database)
+        if not db.is_absolute():
+            return parsed.set(database=str((base / db).resolve())).render_as_string(hide_password=False)
+    return url
+
+
+def _format_validation_error(exc: ValidationError, file: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see data/campaigns/*.toml for the keys)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        got = err.get("input")
+        # Never echo what was written where a secret belongs: it may be the secret itself.
+        secret_field = any(str(p) in SECRET_FIELDS for p in err["loc"])
+        if not secret_field and err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict | list):
+            msg += f" (got {got!r})"
+        lines.append(f"  [{key}] {msg}")
+    return ConfigError("invalid campaign file:\n" + "\n".join(lines), file=file)
+
+
+def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> Campaign:
+    """Read and validate a campaign file. ``overrides`` are dotted keys, e.g. ``{"source.csv": "x.csv"}``."""
+    path = Path(path)
+    file = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("campaign file not found", file=file) from None
+    except UnicodeDecodeError:
+        raise ConfigError("campaign file is not UTF-8 text", file=file) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=file) from None
+
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+
+    base = path.resolve().parent
+    try:
+        campaign = Campaign.model_validate(raw)
+    except ValidationError as exc:
+        raise _format_validation_error(exc, file) from None
+
+    # Resolve relative locations against the campaign file's directory.
+    src = campaign.source
+    updates: dict[str, Any] = {}
+    try:
+        if src.csv:
+            updates["source"] = src.model_copy(update={"csv": _resolve_path(src.csv, base)})
+        else:
+            updates["source"] = src.model_copy(update={"sql_url": resolve_db_url(src.sql_url or "", base)})
+    except Exception as exc:  # noqa: BLE001 - make_url errors name the URL format
+        raise ConfigError(f"not a valid database URL ({type(exc).__name__})", file=file, key="source.sql_url") from None
+    ledger_url = os.environ.get(LEDGER_URL_ENV) or campaign.ledger.url
+    try:
+        updates["ledger"] = LedgerSettings(url=resolve_db_url(ledger_url, base))
+    except Exception:  # noqa: BLE001
+        raise ConfigError("not a valid database URL", file=file, key="ledger.url") from None
+    export = campaign.export.model_copy(update={"directory": _resolve_path(campaign.export.directory, base)})
+    if export.db:
+        export = export.model_copy(
+            update={"db": export.db.model_copy(update={"url": resolve_db_url(export.db.url, base)})}
+        )
+    updates["export"] = export
+    return campaign.model_copy(update={**updates, "path": path.resolve()})

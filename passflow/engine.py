@@ -1,0 +1,496 @@
+"""One issuance run, Prefect-free: read → validate → render/sign → (reject-rate gate) → plan against
+the ledger → issue → record → export.
+
+The run has two stages so that "too many rejects" stops it *before anything is issued*:
+
+1. **stage** — each source chunk is validated and prepared (templates rendered, links signed or
+   payloads built) and appended to a local Arrow spool file; rejects go to the rejects file. The
+   source is read exactly once (a SQL segment may change between two reads).
+2. **deliver** — each spooled batch is planned against the ledger (skip unchanged, re-issue
+   changed, retry failed, reconcile pending), issued, recorded and appended to the exports.
+
+Exports are committed (atomic rename) only when every batch succeeded; a failed run leaves no
+export file behind, and its ledger rows make the rerun pick up where it stopped.
+
+Flows call these methods from Prefect tasks (one task per chunk); tests and benchmarks can call
+them directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from passflow.config import Campaign
+from passflow.errors import RejectRateExceeded
+from passflow.exports import AttributeExport, DbAttributeExport, write_report_csv
+from passflow.issuers import OUTCOME_COLUMNS, DeliveryContext, make_issuer
+from passflow.issuers.base import BASE_COLUMNS
+from passflow.ledger import Ledger
+from passflow.sources import MalformedRow, read_csv_chunks, read_sql_chunks
+from passflow.validate import ROW, FieldRules, Rejects, SeenKeys, check_columns, validate_chunk
+
+log = logging.getLogger("passflow")
+
+
+@dataclass
+class RunCounts:
+    read: int = 0
+    rejected: int = 0
+    prepared: int = 0
+    skipped_unchanged: int = 0
+    changed_not_reissued: int = 0
+    issued_new: int = 0
+    reissued_changed: int = 0
+    retried: int = 0
+    reconciled: int = 0
+    failed: int = 0
+    exported: int = 0
+
+    @property
+    def issued(self) -> int:
+        return self.issued_new + self.reissued_changed + self.retried + self.reconciled
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    campaign: str
+    provider: str
+    dry_run: bool
+    counts: RunCounts
+    reject_reasons: dict[str, int]
+    timings: dict[str, float]
+    export_files: list[str] = field(default_factory=list)
+    rejects_file: str | None = None
+    failures_file: str | None = None
+    preview: pd.DataFrame | None = None
+    limit_per_second: float | None = None
+    vendor_calls: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        c = self.counts
+        rate = None
+        deliver_s = self.timings.get("deliver_s") or 0.0
+        if self.vendor_calls and deliver_s:
+            rate = round(self.vendor_calls / deliver_s, 2)
+        return {
+            "run_id": self.run_id,
+            "campaign": self.campaign,
+            "provider": self.provider,
+            "dry_run": self.dry_run,
+            "read": c.read,
+            "rejected": c.rejected,
+            "skipped_unchanged": c.skipped_unchanged,
+            "changed_not_reissued": c.changed_not_reissued,
+            "issued_new": c.issued_new,
+            "reissued_changed": c.reissued_changed,
+            "retried": c.retried,
+            "reconciled": c.reconciled,
+            "failed": c.failed,
+            "exported": c.exported,
+            "reject_reasons": dict(self.reject_reasons),
+            "vendor_calls": self.vendor_calls,
+            "achieved_rate_per_s": rate,
+            "limit_per_s": self.limit_per_second,
+            **{k: round(v, 3) for k, v in self.timings.items()},
+            "export_files": self.export_files,
+            "rejects_file": self.rejects_file,
+            "failures_file": self.failures_file,
+            "preview": _preview_records(self.preview),
+        }
+
+
+def _preview_records(preview: pd.DataFrame | None) -> list[dict[str, str]]:
+    if preview is None or preview.empty:
+        return []
+    cols = [c for c in ("__row__", "customer_id", "pass_id", "pass_link", "payload") if c in preview.columns]
+    return preview[cols].astype("str").to_dict("records")
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+class IssueRun:
+    """State of one run. Not thread-safe: call the stage methods in order."""
+
+    def __init__(
+        self,
+        campaign: Campaign,
+        *,
+        run_id: str | None = None,
+        dry_run: bool = False,
+        now: datetime | None = None,
+        logger: Any = None,
+        preview_rows: int = 5,
+        flow_name: str = "issue-passes",
+    ) -> None:
+        self.campaign = campaign
+        self.run_id = run_id or new_run_id()
+        self.dry_run = dry_run
+        self.now = (now or datetime.now(UTC)).replace(microsecond=0)
+        self.log = logger or log
+        self.preview_rows = preview_rows
+        self.counts = RunCounts()
+        self.reasons: Counter[str] = Counter()
+        self.timings: dict[str, float] = {}
+        self._started = time.perf_counter()
+        cols = campaign.columns
+        self.rules = FieldRules(
+            customer_id=cols.customer_id,
+            email=cols.email,
+            phone=cols.phone,
+            require_email=campaign.validation.require_email,
+            require_phone=campaign.validation.require_phone,
+            default_region=campaign.validation.default_phone_region,
+        )
+        self.issuer = make_issuer(campaign, self.now, dry_run=dry_run)
+        self.seen = SeenKeys()
+        self._workdir = Path(tempfile.mkdtemp(prefix="passflow-run-"))
+        self._spool_path = self._workdir / "spool.arrow"
+        self._spool_writer: ipc.RecordBatchFileWriter | None = None
+        self._spool_reader: ipc.RecordBatchFileReader | None = None
+        self._schema = pa.schema(
+            [(ROW, pa.int64())] + [(c, pa.string()) for c in BASE_COLUMNS[1:] + self.issuer.extra_columns]
+        )
+        self._reject_frames: list[pd.DataFrame] = []
+        self._failure_frames: list[pd.DataFrame] = []
+        self._columns_checked = False
+        self._preview: list[pd.DataFrame] = []
+        self.rejects_file: str | None = None
+        self.ledger: Ledger | None = None
+        self._locked = False
+        self.exports: list[AttributeExport] = []
+        self.db_export: DbAttributeExport | None = None
+
+        if not dry_run:
+            self.ledger = Ledger(campaign.ledger.url)
+            self.ledger.acquire_lock(campaign.name, self.run_id)
+            self._locked = True
+            self.ledger.start_run(self.run_id, campaign.name, flow_name)
+        elif _ledger_exists(campaign.ledger.url):
+            self.ledger = Ledger(campaign.ledger.url)
+
+    # --- stage 1 ------------------------------------------------------------------------------
+    def source_chunks(self) -> Iterator[pd.DataFrame]:
+        """Stream the segment. Ragged CSV rows are collected and rejected with the next chunk."""
+        src = self.campaign.source
+        self._malformed: list[MalformedRow] = []
+        if src.csv:
+            yield from read_csv_chunks(
+                src.csv,
+                encoding=src.encoding,
+                delimiter=src.delimiter,
+                chunk_size=src.chunk_size,
+                malformed=self._malformed,
+            )
+        else:
+            yield from read_sql_chunks(
+                src.sql_url or "", table=src.table, query=src.query, chunk_size=src.chunk_size
+            )
+
+    @property
+    def source_label(self) -> str:
+        src = self.campaign.source
+        if src.csv:
+            return src.csv
+        from sqlalchemy.engine import make_url
+
+        return make_url(src.sql_url or "").render_as_string(hide_password=True) + f" ({src.table or 'query'})"
+
+    def stage_chunk(self, chunk: pd.DataFrame) -> dict[str, int]:
+        """Validate and prepare one source chunk; append good rows to the spool."""
+        t0 = time.perf_counter()
+        rejects = Rejects()
+        for m in getattr(self, "_malformed", [])[:]:
+            rejects.frames.append(
+                pd.DataFrame({"row": [m.row], "customer_id": [""], "reason_code": ["malformed_row"], "reason": [m.reason]})
+            )
+            self._malformed.remove(m)
+            self.counts.read += 1
+        if not self._columns_checked:
+            check_columns(list(chunk.columns), self.rules, self.issuer.template_columns(), self.source_label)
+            self._columns_checked = True
+        self.counts.read += len(chunk)
+        good = validate_chunk(chunk, self.rules, self.seen, rejects)
+        prepared = self.issuer.prepare(good, rejects) if len(good) else None
+        rej = rejects.frame()
+        if len(rej):
+            self._reject_frames.append(rej)
+            self.reasons.update(rej["reason_code"].tolist())
+            self.counts.rejected += len(rej)
+        n = 0
+        if prepared is not None and len(prepared):
+            table = pa.Table.from_pandas(prepared[self._schema.names], schema=self._schema, preserve_index=False)
+            if self._spool_writer is None:
+                self._spool_writer = ipc.new_file(str(self._spool_path), self._schema)
+            self._spool_writer.write_table(table)
+            n = len(prepared)
+            self.counts.prepared += n
+        self.timings["stage_s"] = self.timings.get("stage_s", 0.0) + time.perf_counter() - t0
+        return {"rows": len(chunk), "prepared": n, "rejected": len(rej)}
+
+    def end_staging(self) -> None:
+        """Flush the spool, write the rejects file, and stop here if the reject rate is too high."""
+        for m in getattr(self, "_malformed", []):  # ragged rows after the last chunk
+            self._reject_frames.append(
+                pd.DataFrame({"row": [m.row], "customer_id": [""], "reason_code": ["malformed_row"], "reason": [m.reason]})
+            )
+            self.reasons["malformed_row"] += 1
+            self.counts.rejected += 1
+            self.counts.read += 1
+        if self._spool_writer is not None:
+            self._spool_writer.close()
+            self._spool_reader = ipc.open_file(str(self._spool_path))
+        if self._reject_frames and not self.dry_run:
+            rejects = pd.concat(self._reject_frames, ignore_index=True).sort_values("row", kind="stable")
+            path = self._report_path("rejects")
+            write_report_csv(rejects, path)
+            self.rejects_file = str(path)
+        c = self.counts
+        limit = self.campaign.validation.max_reject_rate
+        if c.read and c.rejected / c.read > limit:
+            top = ", ".join(f"{k}: {v}" for k, v in self.reasons.most_common(5))
+            raise RejectRateExceeded(
+                f"{c.rejected} of {c.read} rows rejected ({c.rejected / c.read:.1%}) — above the campaign's "
+                f"max_reject_rate of {limit:.1%}; nothing was issued. Top reasons: {top}."
+                + (f" Details: {self.rejects_file}" if self.rejects_file else "")
+            )
+        if not self.dry_run:
+            self._open_exports()
+
+    @property
+    def batch_count(self) -> int:
+        return self._spool_reader.num_record_batches if self._spool_reader else 0
+
+    # --- stage 2 ------------------------------------------------------------------------------
+    def _open_exports(self) -> None:
+        exp = self.campaign.export
+        directory = Path(exp.directory)
+        for kind in exp.formats:
+            self.exports.append(
+                AttributeExport(
+                    kind=kind,
+                    directory=directory,
+                    campaign=self.campaign.name,
+                    provider=self.campaign.provider,
+                    run_id=self.run_id,
+                    id_column=exp.bloomreach_id_column if kind == "bloomreach" else None,
+                    max_rows_per_file=exp.max_rows_per_file,
+                )
+            )
+        if exp.db:
+            self.db_export = DbAttributeExport(url=exp.db.url, table=exp.db.table, provider=self.campaign.provider)
+
+    def deliver_batch(self, index: int) -> dict[str, int]:
+        """Plan one spooled batch against the ledger, issue what is needed, record it, export it."""
+        t0 = time.perf_counter()
+        assert self._spool_reader is not None
+        df = self._spool_reader.get_batch(index).to_pandas()
+        ctx = DeliveryContext(run_id=self.run_id, campaign=self.campaign.name, now=self.now, log=self.log)
+        prev = (
+            self.ledger.lookup(self.campaign.name, df["customer_id"])
+            if self.ledger is not None
+            else pd.DataFrame(columns=["customer_id", "status", "fingerprint", "pass_id", "pass_link", "issued_at"])
+        )
+        prev = prev.rename(columns=lambda c: c if c == "customer_id" else f"prev_{c}")
+        plan = df.merge(prev, on="customer_id", how="left")
+        status = plan["prev_status"]
+        issued_before = status == "issued"
+        same = plan["fingerprint"] == plan["prev_fingerprint"]
+        new = status.isna()
+        unchanged = issued_before & same
+        changed = issued_before & ~same
+        reissue = changed & self.issuer.reissue_changed
+        pending = status == "pending"
+        failed_before = status == "failed"
+
+        c = self.counts
+        c.skipped_unchanged += int(unchanged.sum())
+        c.changed_not_reissued += int((changed & ~reissue).sum())
+
+        outcomes: list[pd.DataFrame] = []
+        reconciled_ids: set[str] = set()
+        if pending.any() and not self.dry_run:
+            resolved = self.issuer.reconcile(plan.loc[pending], ctx)
+            if len(resolved):
+                outcomes.append(resolved)
+                reconciled_ids = set(resolved["customer_id"])
+                c.reconciled += int((resolved["status"] == "issued").sum())
+                pending = pending & ~plan["customer_id"].isin(reconciled_ids)
+
+        todo_mask = new | reissue | pending | failed_before
+        todo = plan.loc[todo_mask]
+        if self.dry_run:
+            if len(self._preview) == 0 or sum(len(p) for p in self._preview) < self.preview_rows:
+                self._preview.append(todo.head(self.preview_rows))
+            c.issued_new += int(new.sum())
+            c.reissued_changed += int(reissue.sum())
+            c.retried += int((pending | failed_before).sum())
+            self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
+            return {"rows": len(df), "todo": int(todo_mask.sum())}
+
+        if len(todo):
+            outcomes.append(self.issuer.deliver(todo[df.columns], ctx, self.ledger))
+        result = (
+            pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
+        )
+        assert self.ledger is not None
+        self.ledger.record(self.campaign.name, self.campaign.provider, result[OUTCOME_COLUMNS], self.run_id)
+
+        ok = result.loc[result["status"] == "issued"]
+        delivered = ok.loc[~ok["customer_id"].isin(reconciled_ids)]
+        before = plan.set_index("customer_id").loc[delivered["customer_id"], "prev_status"]
+        c.issued_new += int(before.isna().sum())
+        c.reissued_changed += int((before == "issued").sum())
+        c.retried += int(before.isin(["failed", "pending"]).sum())
+        bad = result.loc[result["status"] != "issued"]
+        if len(bad):
+            c.failed += len(bad)
+            rows = plan.set_index("customer_id").loc[bad["customer_id"], ROW].to_numpy()
+            self._failure_frames.append(
+                pd.DataFrame(
+                    {
+                        "row": rows,
+                        "customer_id": bad["customer_id"].to_numpy(),
+                        "status": bad["status"].to_numpy(),
+                        "reason": bad["last_error"].fillna("").to_numpy(),
+                    }
+                )
+            )
+
+        # Export every customer of this batch who holds a pass: issued now, or earlier and unchanged.
+        now_iso = self.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        fresh = plan.merge(ok[["customer_id", "pass_id", "pass_link"]], on="customer_id", suffixes=("_x", ""))
+        fresh = fresh.assign(pass_gendate=now_iso)
+        kept = plan.loc[unchanged | (changed & ~reissue)]
+        kept = kept.assign(
+            pass_id=kept["prev_pass_id"].fillna(""),
+            pass_link=kept["prev_pass_link"].fillna(""),
+            pass_gendate=kept["prev_issued_at"].map(_iso),
+        )
+        export_cols = ["customer_id", "pass_id", "pass_link", "pass_gendate", "email", "phone"]
+        rows_out = pd.concat([fresh[export_cols], kept[export_cols]], ignore_index=True).astype("str")
+        for exp in self.exports:
+            exp.write(rows_out)
+        if self.db_export is not None:
+            self.db_export.write(rows_out)
+        c.exported += len(rows_out)
+        self.ledger.heartbeat(self.campaign.name, self.run_id)
+        self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
+        return {"rows": len(df), "issued": len(ok), "failed": len(bad), "exported": len(rows_out)}
+
+    # --- the end ------------------------------------------------------------------------------
+    def commit(self) -> RunResult:
+        files: list[str] = []
+        for exp in self.exports:
+            files.extend(str(p) for p in exp.commit())
+        failures_file = None
+        if self._failure_frames:
+            path = self._report_path("failed")
+            write_report_csv(pd.concat(self._failure_frames, ignore_index=True), path)
+            failures_file = str(path)
+        self.timings["total_s"] = time.perf_counter() - self._started
+        result = self._result(files, failures_file)
+        if self.ledger is not None and not self.dry_run:
+            self.ledger.finish_run(self.run_id, "completed", result.summary())
+        self.close()
+        return result
+
+    def abort(self, error: BaseException) -> None:
+        """Remove partial exports; keep the ledger (it is what makes the rerun resume)."""
+        for exp in self.exports:
+            exp.abort()
+        if self.ledger is not None and not self.dry_run:
+            self.timings["total_s"] = time.perf_counter() - self._started
+            summary = self._result([], None).summary()
+            summary["error"] = f"{type(error).__name__}: {error}"
+            try:
+                self.ledger.finish_run(self.run_id, "failed", summary)
+            except Exception:  # noqa: BLE001 - never mask the original error
+                self.log.warning("could not record the failed run in the ledger")
+        self.close()
+
+    def close(self) -> None:
+        if self._spool_writer is not None and self._spool_reader is None:
+            try:
+                self._spool_writer.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._spool_reader = None
+        shutil.rmtree(self._workdir, ignore_errors=True)
+        self.issuer.close()
+        if self.ledger is not None:
+            if self._locked:
+                self.ledger.release_lock(self.campaign.name, self.run_id)
+                self._locked = False
+            self.ledger.close()
+
+    def _result(self, files: list[str], failures_file: str | None) -> RunResult:
+        preview = pd.concat(self._preview, ignore_index=True).head(self.preview_rows) if self._preview else None
+        return RunResult(
+            run_id=self.run_id,
+            campaign=self.campaign.name,
+            provider=self.campaign.provider,
+            dry_run=self.dry_run,
+            counts=self.counts,
+            reject_reasons=dict(self.reasons.most_common()),
+            timings=dict(self.timings),
+            export_files=files,
+            rejects_file=self.rejects_file,
+            failures_file=failures_file,
+            preview=preview,
+            limit_per_second=self.campaign.limits.max_per_second if self.campaign.provider != "skycore" else None,
+            vendor_calls=getattr(self.issuer, "calls", 0),
+        )
+
+    def _report_path(self, kind: str) -> Path:
+        stamp = self.now.strftime("%Y%m%dT%H%M%SZ")
+        return Path(self.campaign.export.directory) / f"{self.campaign.name}-{kind}-{stamp}-{self.run_id[-8:]}.csv"
+
+
+def _iso(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NaT:
+        return ""
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return ts.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ledger_exists(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return bool(parsed.database) and Path(parsed.database).exists()
+    return True
+
+
+def run_issue(campaign: Campaign, *, dry_run: bool = False, logger: Any = None, **kw: Any) -> RunResult:
+    """Run a whole issuance without Prefect (tests, benchmarks, library use)."""
+    run = IssueRun(campaign, dry_run=dry_run, logger=logger, **kw)
+    try:
+        for chunk in run.source_chunks():
+            run.stage_chunk(chunk)
+        run.end_staging()
+        for i in range(run.batch_count):
+            run.deliver_batch(i)
+        return run.commit()
+    except BaseException as exc:
+        run.abort(exc)
+        raise

@@ -1,0 +1,107 @@
+"""What every issuer (one per provider) does inside a run.
+
+An issuer turns validated rows into what the vendor needs (``prepare``: render templates, sign
+links or build payloads, fingerprint them) and then gets passes out for the rows the ledger plan
+says need one (``deliver``). The engine owns reading, validation, planning, recording and export,
+so an issuer is only the provider-specific part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from passflow.templating import CompiledTemplate, compile_template
+from passflow.validate import Rejects
+
+# Columns every prepared (spooled) row has; issuers add their own after these.
+BASE_COLUMNS = ["__row__", "customer_id", "email", "phone", "fingerprint"]
+# Columns of a delivery outcome, in the ledger's terms.
+OUTCOME_COLUMNS = ["customer_id", "status", "pass_id", "pass_link", "fingerprint", "last_error", "issued_at"]
+
+
+@dataclass
+class DeliveryContext:
+    run_id: str
+    campaign: str
+    now: datetime
+    log: Any  # a logging.Logger-like object (the Prefect run logger inside flows)
+
+
+def compile_templates(
+    templates: Mapping[str, str], *, section: str, campaign_vars: Mapping[str, Any], now: datetime
+) -> dict[str, CompiledTemplate]:
+    return {
+        name: compile_template(src, name=f"{section}.{name}", campaign=campaign_vars, now=now)
+        for name, src in templates.items()
+    }
+
+
+def render_fields(
+    templates: Mapping[str, CompiledTemplate], df: pd.DataFrame, rejects: Rejects
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Render every template over ``df``. Rows where any template fails are rejected with the reason.
+
+    Returns (good rows of ``df``, rendered values for those rows — one column per template).
+    """
+    values: dict[str, pd.Series] = {}
+    failed = pd.Series(False, index=df.index)
+    reasons = pd.Series("", index=df.index, dtype="str")
+    for name, tpl in templates.items():
+        result = tpl.render_frame(df)
+        values[name] = result.values
+        errors = result.errors
+        if errors is not None and len(errors):
+            err = errors.reindex(df.index)
+            bad = err.notna() & ~failed
+            reasons[bad] = f"template {name!r}: " + err[bad].astype("str")
+            failed |= err.notna()
+    rejects.add(df, failed, "template_error", reasons)
+    rendered = pd.DataFrame(values, index=df.index).loc[~failed]
+    return df.loc[~failed], rendered
+
+
+def fingerprint(texts: pd.Series) -> pd.Series:
+    """SHA-256 of what is sent for each row — the ledger compares it to detect changed inputs."""
+    sha = hashlib.sha256
+    return pd.Series([sha(t.encode("utf-8")).hexdigest() for t in texts.tolist()], index=texts.index, dtype="str")
+
+
+class Issuer(ABC):
+    provider: str
+    #: provider-specific columns added to the spool after BASE_COLUMNS
+    extra_columns: list[str] = []
+
+    @abstractmethod
+    def template_columns(self) -> set[str]:
+        """Customer columns the templates read (checked against the segment before anything runs)."""
+
+    @abstractmethod
+    def prepare(self, df: pd.DataFrame, rejects: Rejects) -> pd.DataFrame:
+        """Validated rows in; rows with BASE_COLUMNS + extra_columns out (bad ones to ``rejects``)."""
+
+    @abstractmethod
+    def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any) -> pd.DataFrame:
+        """Get passes for ``todo`` (prepared rows the plan selected); return OUTCOME_COLUMNS rows."""
+
+    def reconcile(self, pending: pd.DataFrame, ctx: DeliveryContext) -> pd.DataFrame:
+        """Resolve rows left ``pending`` by an interrupted run. Default: nothing to reconcile."""
+        return pending.iloc[0:0]
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients, threads, loops."""
+
+    @property
+    def reissue_changed(self) -> bool:
+        """Whether a changed fingerprint means issuing again (links: yes; API passes: update instead)."""
+        return True
+
+
+def campaign_vars(info: Any) -> dict[str, Any]:
+    return {"name": info.name, "provider": info.provider, "pass_type": info.pass_type}

@@ -1,0 +1,296 @@
+"""The ledger: one row per (campaign, customer) — what was issued, when, and from which inputs.
+
+It makes reruns idempotent (issued rows with an unchanged fingerprint are skipped), lets a crashed
+run resume (``pending`` rows are intents whose outcome is unknown), and lets updates find pass ids.
+SQLite file by default, any SQLAlchemy URL (PostgreSQL in production). Writes are bulk upserts, one
+transaction per chunk.
+
+Statuses: ``pending`` (intent written, vendor call under way or interrupted), ``issued``,
+``failed`` (permanent vendor error or attempts exhausted; retried on the next run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from passflow.errors import PassflowError
+
+metadata = sa.MetaData()
+
+ledger_table = sa.Table(
+    "passflow_ledger",
+    metadata,
+    sa.Column("campaign", sa.String(100), primary_key=True),
+    sa.Column("customer_id", sa.String(255), primary_key=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("pass_id", sa.Text),
+    sa.Column("pass_link", sa.Text),
+    sa.Column("fingerprint", sa.String(64)),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True)),
+)
+sa.Index("ix_passflow_ledger_status", ledger_table.c.campaign, ledger_table.c.status)
+
+runs_table = sa.Table(
+    "passflow_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("campaign", sa.String(100), nullable=False, index=True),
+    sa.Column("flow", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("summary", sa.Text),
+)
+
+locks_table = sa.Table(
+    "passflow_locks",
+    metadata,
+    sa.Column("campaign", sa.String(100), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+LOOKUP_BATCH = 5_000  # ids per IN (...) query; well under SQLite's and PostgreSQL's parameter limits
+STALE_LOCK = timedelta(minutes=10)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class CampaignLocked(PassflowError):
+    """Another run of the same campaign is active."""
+
+
+class Ledger:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.safe_url = parsed.render_as_string(hide_password=True)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {}
+        if self.dialect == "sqlite":
+            # Waiting beats failing when another process briefly holds the write lock.
+            kwargs["connect_args"] = {"timeout": 30}
+        self.engine: Engine = sa.create_engine(url, **kwargs)
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise PassflowError(
+                f"cannot open the ledger at {self.safe_url}: {type(exc.orig or exc).__name__}"
+            ) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- upserts -----------------------------------------------------------------------------
+    def _upsert(self, conn: sa.Connection, rows: list[dict[str, Any]], update: Sequence[str]) -> None:
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:  # pragma: no cover - other backends are not supported yet
+            raise PassflowError(f"ledger backend {self.dialect!r} is not supported (use sqlite or postgresql)")
+        stmt = insert(ledger_table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ledger_table.c.campaign, ledger_table.c.customer_id],
+            set_={c: stmt.excluded[c] for c in update},
+        )
+        conn.execute(stmt, rows)
+
+    def lookup(self, campaign: str, customer_ids: Iterable[str]) -> pd.DataFrame:
+        """Existing ledger rows for these customers (missing customers are absent)."""
+        ids = list(customer_ids)
+        cols = [
+            ledger_table.c.customer_id,
+            ledger_table.c.status,
+            ledger_table.c.fingerprint,
+            ledger_table.c.pass_id,
+            ledger_table.c.pass_link,
+            ledger_table.c.issued_at,
+            ledger_table.c.attempts,
+        ]
+        frames = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), LOOKUP_BATCH):
+                batch = ids[i : i + LOOKUP_BATCH]
+                q = sa.select(*cols).where(
+                    ledger_table.c.campaign == campaign, ledger_table.c.customer_id.in_(batch)
+                )
+                frames.append(pd.DataFrame(conn.execute(q).all(), columns=[c.name for c in cols]))
+        if not frames:
+            return pd.DataFrame(columns=[c.name for c in cols])
+        return pd.concat(frames, ignore_index=True)
+
+    def has_rows(self, campaign: str) -> bool:
+        with self.engine.connect() as conn:
+            q = sa.select(ledger_table.c.customer_id).where(ledger_table.c.campaign == campaign).limit(1)
+            return conn.execute(q).first() is not None
+
+    def mark_pending(self, campaign: str, provider: str, rows: pd.DataFrame, run_id: str) -> None:
+        """Write the intent before calling a vendor: status pending, attempts + 1."""
+        now = utcnow()
+        records = [
+            {
+                "campaign": campaign,
+                "customer_id": cid,
+                "provider": provider,
+                "status": "pending",
+                "fingerprint": fp,
+                "attempts": 1,
+                "run_id": run_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for cid, fp in zip(rows["customer_id"], rows["fingerprint"], strict=True)
+        ]
+        if not records:
+            return
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(ledger_table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ledger_table.c.campaign, ledger_table.c.customer_id],
+            set_={
+                "status": "pending",
+                "fingerprint": stmt.excluded.fingerprint,
+                "attempts": ledger_table.c.attempts + 1,
+                "run_id": stmt.excluded.run_id,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, records)
+
+    def record(self, campaign: str, provider: str, rows: pd.DataFrame, run_id: str) -> None:
+        """Record outcomes. ``rows``: customer_id, status, pass_id, pass_link, fingerprint, last_error, issued_at."""
+        if rows.empty:
+            return
+        now = utcnow()
+        recs = rows.to_dict("records")
+        for r in recs:
+            r.update(campaign=campaign, provider=provider, run_id=run_id, created_at=now, updated_at=now)
+            r.setdefault("attempts", 1)
+            for k in ("pass_id", "pass_link", "last_error"):
+                if r.get(k) == "" or (isinstance(r.get(k), float) and pd.isna(r.get(k))):
+                    r[k] = None
+        update = ["status", "pass_id", "pass_link", "fingerprint", "last_error", "run_id", "updated_at", "issued_at"]
+        with self.engine.begin() as conn:
+            self._upsert(conn, recs, update)
+
+    def rows(self, campaign: str, status: str | None = None) -> pd.DataFrame:
+        q = sa.select(ledger_table).where(ledger_table.c.campaign == campaign)
+        if status:
+            q = q.where(ledger_table.c.status == status)
+        with self.engine.connect() as conn:
+            return pd.DataFrame(conn.execute(q.order_by(ledger_table.c.customer_id)).mappings().all())
+
+    def status_counts(self, campaign: str) -> dict[str, int]:
+        q = (
+            sa.select(ledger_table.c.status, sa.func.count())
+            .where(ledger_table.c.campaign == campaign)
+            .group_by(ledger_table.c.status)
+        )
+        with self.engine.connect() as conn:
+            return {s: n for s, n in conn.execute(q).all()}
+
+    # --- runs and the campaign lock ---------------------------------------------------------
+    def start_run(self, run_id: str, campaign: str, flow: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                runs_table.insert().values(
+                    run_id=run_id, campaign=campaign, flow=flow, started_at=utcnow(), status="running"
+                )
+            )
+
+    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                runs_table.update()
+                .where(runs_table.c.run_id == run_id)
+                .values(finished_at=utcnow(), status=status, summary=json.dumps(summary, default=str))
+            )
+
+    def acquire_lock(self, campaign: str, run_id: str) -> None:
+        """One active run per campaign. A lock left by a dead process (same host) or a stale one is taken over."""
+        host, pid, now = socket.gethostname(), os.getpid(), utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(locks_table).where(locks_table.c.campaign == campaign).with_for_update()
+            ).mappings().first()
+            if row is not None:
+                heartbeat = row["heartbeat_at"]
+                if heartbeat.tzinfo is None:
+                    heartbeat = heartbeat.replace(tzinfo=UTC)
+                holder_dead = row["host"] == host and not _pid_alive(row["pid"])
+                if not holder_dead and now - heartbeat < STALE_LOCK and row["run_id"] != run_id:
+                    raise CampaignLocked(
+                        f"campaign {campaign!r} is already being run (run {row['run_id']}, host {row['host']}, "
+                        f"pid {row['pid']}); wait for it to finish, or remove the lock if that process is gone"
+                    )
+                conn.execute(locks_table.delete().where(locks_table.c.campaign == campaign))
+            try:
+                conn.execute(
+                    locks_table.insert().values(campaign=campaign, run_id=run_id, host=host, pid=pid, heartbeat_at=now)
+                )
+            except sa.exc.IntegrityError:
+                raise CampaignLocked(f"campaign {campaign!r} was locked by another run just now") from None
+
+    def heartbeat(self, campaign: str, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                locks_table.update()
+                .where(locks_table.c.campaign == campaign, locks_table.c.run_id == run_id)
+                .values(heartbeat_at=utcnow())
+            )
+
+    def release_lock(self, campaign: str, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                locks_table.delete().where(locks_table.c.campaign == campaign, locks_table.c.run_id == run_id)
+            )
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets readers (reports, a second run checking the lock) work while a run writes;
+    # synchronous=NORMAL is durable across process crashes, which is what resumability needs.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()

@@ -1,0 +1,754 @@
+"""Async Passmachine client: bearer token, create / look up / get / patch passes, safe retries.
+
+Wire protocol: ``docs/sandbox-protocol.md`` (the sandbox implements it; the real base URL is
+``https://api.passmachine.cz``). One :class:`PassmachineClient` owns one pooled
+``httpx.AsyncClient`` and shares a :class:`~passflow.limiter.RateLimiter` with everything else that
+talks to the same account. Every HTTP attempt — token fetches included — takes one limiter slot for
+exactly the duration of that attempt; backoff sleeps happen *outside* the slot.
+
+Tokens
+------
+:class:`TokenManager` gets a bearer token from ``GET /authenticate?validTo=…`` (credentials as HTTP
+Basic or as ``X-Public-Token``/``X-Secret-Token`` headers: ``PassmachineSettings.auth_style``), and
+refreshes it ``refresh_margin_s`` before it expires (the vendor's ``validTo`` answer wins over the
+one we asked for) and once when a call gets a 401. Refreshes are single-flight: every caller that
+needs one awaits the same fetch (a shared task), and each token carries a generation number so a
+401 for an *old* token, arriving after someone already refreshed, just picks up the new token
+instead of fetching another.
+
+Retries (see :mod:`passflow.providers.http_retry` for the classification)
+--------------------------------------------------------------------------
+* 429 / 503 with ``Retry-After``: the whole limiter is paused for that long (the limit is shared by
+  all requests), and this request waits at least that long too.
+* 408, 429, 5xx, timeouts, connection errors, unreadable 2xx: exponential backoff with full jitter,
+  at most ``max_attempts`` HTTP attempts per call; then ``CallResult(ok=False, permanent=False,
+  error="gave up after N attempts: <last reason>")``.
+* 401: refresh the token once and retry; a second 401 is permanent.
+* Other 4xx: permanent, ``error`` carries the vendor's message; never retried.
+
+Idempotency of ``create_pass``
+------------------------------
+Creating a pass is not idempotent and the vendor has no (public) idempotency key, so a blind retry
+can issue a customer two passes. ``create_pass`` therefore separates outcomes by whether the vendor
+*may have acted*:
+
+* **Provably not acted** — 429, 408, 503 with ``Retry-After``, 401, a failure to connect (connect
+  error/timeout, pool timeout): retried like any other call.
+* **Ambiguous** — read/write timeout, connection dropped after sending, 500/502/504, a 2xx we cannot
+  read (or without ``data.id``): the request may have created the pass. With ``reconcile=True``
+  (default) the client waits ``reconcile_delay_s`` (so a slow original request can finish), looks
+  the pass up by ``metadata[lookup_metadata_key]`` (``GET …/passes?metadata.registered=…``) and, if a
+  pass with the same template and metadata exists, returns it (``reconciled=True``) instead of
+  creating another; only if none exists does it create again. With ``reconcile=False``, or when the
+  lookup key is missing from the metadata, or the lookup itself fails, it returns at once with
+  ``ambiguous=True`` and never re-creates — the caller keeps the row pending and reconciles later.
+
+A residual race remains: a vendor that takes longer than ``timeout_s + reconcile_delay_s`` to finish
+the original request can still create a duplicate after our lookup found nothing. A final result
+whose last attempt was ambiguous keeps ``ambiguous=True``; callers should reconcile such rows (and
+count duplicates with :meth:`PassmachineClient.find_passes`) at the end of a run. Reconciliation can
+only tell campaigns apart by what is in the metadata, so put a campaign key there.
+
+Secrets
+-------
+The public/secret tokens and bearer tokens are held in :class:`Secret` wrappers whose ``repr``/``str``
+are masked; no ``repr`` in this module shows them, and request headers are never formatted into a
+message. Every error text that leaves the client is additionally scrubbed of every secret value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+from passflow.errors import ConfigError, VendorError
+from passflow.limiter import RateLimiter
+from passflow.providers.http_retry import MAX_RETRY_AFTER_S, Outcome, RetryPolicy
+
+__all__ = [
+    "AuthenticationError",
+    "CallResult",
+    "PassmachineClient",
+    "PassmachineError",
+    "PassmachineSettings",
+    "Secret",
+    "TokenManager",
+    "pass_id_of",
+    "pass_link_of",
+]
+
+log = logging.getLogger(__name__)
+
+# JSON Patch operations that give the same document when applied twice (``add``/``copy`` only when
+# they set an object member, not when they append to an array with "/-").
+_IDEMPOTENT_PATCH_OPS = {"replace", "test", "add", "copy"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings, results, errors
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PassmachineSettings:
+    """Where and how to talk to Passmachine. Holds no secrets (those are passed to the client)."""
+
+    base_url: str
+    account: str
+    auth_style: Literal["basic", "headers"] = "basic"  # how /authenticate gets the public/secret tokens
+    token_field: str = "token"  # JSON field of the token in /authenticate's answer
+    token_ttl_s: int = 3600
+    refresh_margin_s: int = 60
+    timeout_s: float = 10.0
+    connect_timeout_s: float = 5.0
+    max_attempts: int = 6
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 20.0
+    lookup_metadata_key: str = "registered"
+    max_retry_after_s: float = MAX_RETRY_AFTER_S  # longer Retry-After values are clamped to this
+    reconcile_delay_s: float = 1.0  # wait after an ambiguous create before looking the pass up
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"base_url must start with http:// or https://, got {self.base_url!r}", key="base_url"
+            )
+        if not self.account:
+            raise ConfigError("account must not be empty", key="account")
+        if self.auth_style not in ("basic", "headers"):
+            raise ConfigError(
+                f"auth_style must be 'basic' or 'headers', got {self.auth_style!r}", key="auth_style"
+            )
+        if self.token_ttl_s <= 0 or self.refresh_margin_s < 0:
+            raise ConfigError("token_ttl_s must be > 0 and refresh_margin_s >= 0", key="token_ttl_s")
+        if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
+            raise ConfigError("timeouts must be > 0", key="timeout_s")
+        if self.max_attempts < 1:
+            raise ConfigError("max_attempts must be >= 1", key="max_attempts")
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            base_delay=self.backoff_base_s,
+            max_delay=self.backoff_max_s,
+            max_retry_after=self.max_retry_after_s,
+        )
+
+
+@dataclass
+class CallResult:
+    """The result of one client call (all its HTTP attempts). ``error`` never contains secrets.
+
+    ``ambiguous``: the vendor may have acted although we have no answer (only for non-idempotent
+    calls); the caller must reconcile before repeating. ``reconciled``: an ambiguous create was
+    resolved by finding the pass the vendor had created; ``data`` is that pass (``{"data": {...}}``).
+    """
+
+    ok: bool
+    status: int | None
+    data: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    permanent: bool = False
+    ambiguous: bool = False
+    reconciled: bool = False
+
+
+class PassmachineError(VendorError):
+    """A Passmachine call failed (raised by the list-returning :meth:`PassmachineClient.find_passes`
+    and by token fetches). The message is secret-free."""
+
+    def __init__(self, message: str, *, permanent: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.status = status
+
+
+class AuthenticationError(PassmachineError):
+    """``/authenticate`` refused the credentials (permanent) or kept failing (transient)."""
+
+
+def pass_id_of(data: Mapping[str, Any] | None) -> str | None:
+    """``data.id`` of a create/get answer (``{"data": {"id": …}}``), or None."""
+    doc = data.get("data") if isinstance(data, Mapping) else None
+    pid = doc.get("id") if isinstance(doc, Mapping) else None
+    return pid if isinstance(pid, str) and pid else None
+
+
+def pass_link_of(data: Mapping[str, Any] | None) -> str | None:
+    """``data.ro.microsite.url`` of a create/get answer (the pass download link), or None."""
+    node: Any = data
+    for key in ("data", "ro", "microsite", "url"):
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return node if isinstance(node, str) and node else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Secrets
+# --------------------------------------------------------------------------------------------------
+
+
+class Secret:
+    """A credential that never shows itself in ``repr``, ``str`` or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:  # never pickle a credential into a Prefect result or cache
+        raise TypeError("Secret values cannot be pickled")
+
+
+class _Redactor:
+    """Scrubs known secret values out of text (defence in depth behind "never format headers")."""
+
+    # Very short values would mangle ordinary words; real tokens are long.
+    MIN_LEN = 4
+
+    def __init__(self, *values: str) -> None:
+        self._fixed = [v for v in values if len(v) >= self.MIN_LEN]
+        self._tokens: deque[str] = deque(maxlen=16)  # recent bearer tokens
+
+    def add(self, value: str) -> None:
+        if len(value) >= self.MIN_LEN:
+            self._tokens.append(value)
+
+    def __call__(self, text: str) -> str:
+        for value in (*self._fixed, *self._tokens):
+            if value in text:
+                text = text.replace(value, "***")
+        return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Transport helper shared by the token manager and the client
+# --------------------------------------------------------------------------------------------------
+
+
+class _Sender:
+    """One HTTP attempt through the limiter; exceptions are returned, not raised, for classification."""
+
+    def __init__(self, http: httpx.AsyncClient, limiter: RateLimiter, timeout: httpx.Timeout) -> None:
+        self.http = http
+        self.limiter = limiter
+        self.timeout = timeout
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        auth: httpx.Auth | None = None,
+    ) -> httpx.Response | httpx.RequestError:
+        async with self.limiter:  # one slot per attempt, held until the body has been read
+            try:
+                return await self.http.request(
+                    method,
+                    url,
+                    headers=headers,
+                    params=params,
+                    content=content,
+                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                    timeout=self.timeout,
+                )
+            except httpx.RequestError as exc:
+                return exc
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokens
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Token:
+    value: Secret = field(repr=False)
+    generation: int
+    expires_at: float  # wall clock (unix seconds)
+    refresh_at: float
+
+
+class TokenManager:
+    """Bearer token for one account: fetched lazily, refreshed before expiry and once on a 401,
+    single-flight (concurrent callers share one ``/authenticate`` call)."""
+
+    def __init__(
+        self,
+        sender: _Sender,
+        settings: PassmachineSettings,
+        *,
+        public_token: Secret,
+        secret_token: Secret,
+        policy: RetryPolicy,
+        redact: _Redactor,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._sender = sender
+        self._settings = settings
+        self._public = public_token
+        self._secret = secret_token
+        self._policy = policy
+        self._redact = redact
+        self._clock = clock
+        self._rng = rng
+        self._token: _Token | None = None
+        self._generation = 0
+        self._inflight: asyncio.Future[_Token] | None = None
+        self.fetches = 0  # successful /authenticate calls
+        self.auth_requests = 0  # HTTP attempts to /authenticate
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def __repr__(self) -> str:
+        state = f"generation={self._generation}"
+        if self._token is not None:
+            state += f", expires_in={self._token.expires_at - self._clock():.0f}s"
+        return f"TokenManager(account={self._settings.account!r}, auth_style={self._settings.auth_style!r}, {state})"
+
+    async def get(self) -> _Token:
+        """A token that is valid for at least the refresh margin."""
+        tok = self._token
+        if tok is not None and self._clock() < tok.refresh_at:
+            return tok
+        return await self._refresh()
+
+    async def refresh_after_401(self, generation: int) -> _Token:
+        """The vendor rejected the token of ``generation``: replace it, unless that already happened."""
+        tok = self._token
+        if tok is not None and tok.generation != generation and self._clock() < tok.refresh_at:
+            return tok  # someone refreshed since that request started
+        if tok is not None and tok.generation == generation:
+            self._token = None  # rejected: never hand it out again
+        return await self._refresh()
+
+    async def aclose(self) -> None:
+        if self._inflight is not None and not self._inflight.done():
+            self._inflight.cancel()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    async def _refresh(self) -> _Token:
+        if self._inflight is None:
+            task = asyncio.ensure_future(self._fetch())
+            self._inflight = task
+            task.add_done_callback(self._fetch_done)
+        # shield: a cancelled caller must not cancel the fetch the other callers are waiting for.
+        return await asyncio.shield(self._inflight)
+
+    def _fetch_done(self, task: asyncio.Future[_Token]) -> None:
+        if self._inflight is task:
+            self._inflight = None
+        if not task.cancelled():
+            task.exception()  # mark retrieved; the waiters got it
+
+    async def _fetch(self) -> _Token:
+        s = self._settings
+        attempts = 0
+        last = "no attempt"
+        while attempts < self._policy.max_attempts:
+            now = self._clock()
+            asked_valid_to = int(now) + s.token_ttl_s
+            headers = {"Accept": "application/json"}
+            auth: httpx.Auth | None = None
+            if s.auth_style == "basic":
+                auth = httpx.BasicAuth(self._public.reveal(), self._secret.reveal())
+            else:
+                headers["X-Public-Token"] = self._public.reveal()
+                headers["X-Secret-Token"] = self._secret.reveal()
+            result = await self._sender.send(
+                "GET", "/authenticate", headers=headers, params={"validTo": str(asked_valid_to)}, auth=auth
+            )
+            attempts += 1
+            self.auth_requests += 1
+            # A 401 from /authenticate means bad credentials: final at once (reauthed=True).
+            out = self._policy.classify(result, reauthed=True, now=datetime.fromtimestamp(now, UTC))
+            if out.kind == "ok":
+                return self._install(out, asked_valid_to)
+            if out.kind != "retry":
+                raise AuthenticationError(
+                    self._redact(f"Passmachine authentication failed: {out.reason}"),
+                    permanent=True,
+                    status=out.status,
+                )
+            last = out.reason
+            log.debug("GET /authenticate attempt %d: %s", attempts, self._redact(out.reason))
+            if out.retry_after is not None and out.status in (429, 503):
+                self._sender.limiter.pause_for(out.retry_after)
+            if attempts < self._policy.max_attempts:
+                await asyncio.sleep(self._policy.delay(attempts, out.retry_after, self._rng))
+        raise AuthenticationError(
+            self._redact(f"Passmachine authentication gave up after {attempts} attempts: {last}"),
+            permanent=False,
+        )
+
+    def _install(self, out: Outcome, asked_valid_to: int) -> _Token:
+        s = self._settings
+        data = out.data or {}
+        value = data.get(s.token_field)
+        if not isinstance(value, str) or not value:
+            fields = ", ".join(sorted(str(k) for k in data)) or "none"
+            raise AuthenticationError(
+                f"Passmachine /authenticate answer has no string field {s.token_field!r} "
+                f"(fields: {fields}); set token_field",
+                permanent=True,
+                status=out.status,
+            )
+        self._redact.add(value)
+        now = self._clock()
+        valid_to = data.get("validTo")
+        # The vendor may shorten the lifetime we asked for; believe its answer.
+        expires_at = (
+            float(valid_to)
+            if isinstance(valid_to, (int, float)) and not isinstance(valid_to, bool) and valid_to > now
+            else float(asked_valid_to)
+        )
+        lifetime = expires_at - now
+        # A margin larger than half the lifetime would refresh on every call.
+        refresh_at = expires_at - min(float(s.refresh_margin_s), lifetime / 2)
+        self._generation += 1
+        tok = _Token(Secret(value), self._generation, expires_at, refresh_at)
+        self._token = tok
+        self.fetches += 1
+        log.info("Passmachine token fetched (generation %d, valid for %.0f s)", tok.generation, lifetime)
+        return tok
+
+
+# --------------------------------------------------------------------------------------------------
+# Client
+# --------------------------------------------------------------------------------------------------
+
+
+class PassmachineClient:
+    """Async Passmachine API client for one account. Use as ``async with PassmachineClient(...)``."""
+
+    def __init__(
+        self,
+        settings: PassmachineSettings,
+        *,
+        public_token: str,
+        secret_token: str,
+        limiter: RateLimiter,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not public_token or not secret_token:
+            raise ConfigError("Passmachine public and secret tokens must not be empty", key="credentials")
+        self.settings = settings
+        self.limiter = limiter
+        self._clock = clock
+        self._rng = rng
+        self._policy = settings.retry_policy()
+        basic = base64.b64encode(f"{public_token}:{secret_token}".encode()).decode("ascii")
+        self._redact = _Redactor(public_token, secret_token, basic)
+        self._timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
+        # One pooled client; at most max_in_flight requests run at once, so that many connections suffice.
+        self._http = httpx.AsyncClient(
+            base_url=settings.base_url,
+            transport=transport,
+            timeout=self._timeout,
+            limits=httpx.Limits(
+                max_connections=limiter.max_in_flight, max_keepalive_connections=limiter.max_in_flight
+            ),
+            follow_redirects=False,
+            headers={"User-Agent": "passflow"},
+        )
+        self._sender = _Sender(self._http, limiter, self._timeout)
+        self.tokens = TokenManager(
+            self._sender,
+            settings,
+            public_token=Secret(public_token),
+            secret_token=Secret(secret_token),
+            policy=self._policy,
+            redact=self._redact,
+            clock=clock,
+            rng=rng,
+        )
+        account = quote(settings.account, safe="")
+        self._passes_path = f"/accounts/{account}/passes"
+
+    def __repr__(self) -> str:
+        return (
+            f"PassmachineClient(base_url={self.settings.base_url!r}, account={self.settings.account!r}, "
+            f"auth_style={self.settings.auth_style!r}, limiter={self.limiter!r})"
+        )
+
+    async def __aenter__(self) -> PassmachineClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.tokens.aclose()
+        await self._http.aclose()
+
+    # -- API ----------------------------------------------------------------------------------
+
+    async def create_pass(
+        self,
+        *,
+        template_id: str,
+        template_variables: dict[str, Any],
+        metadata: dict[str, Any],
+        reconcile: bool = True,
+    ) -> CallResult:
+        """Create one pass. ``data`` is the vendor's answer: use :func:`pass_id_of` / :func:`pass_link_of`.
+
+        Never creates blindly after an ambiguous failure; see the module docstring.
+        """
+        body = {"templateId": template_id, "templateVariables": template_variables, "metadata": metadata}
+        key = self.settings.lookup_metadata_key
+        can_reconcile = reconcile and metadata.get(key) not in (None, "")
+
+        async def find_existing() -> CallResult | None:
+            return await self._find_created(template_id, metadata)
+
+        return await self._call(
+            "POST",
+            self._passes_path,
+            content=json.dumps(body).encode(),
+            content_type="application/json",
+            idempotent=False,
+            require_pass=True,
+            find_existing=find_existing if can_reconcile else None,
+        )
+
+    async def find_passes(self, key: str, value: str) -> list[dict[str, Any]]:
+        """Every pass whose ``metadata[key] == value`` (reconciliation lookup).
+
+        Raises :class:`PassmachineError` when the lookup fails (after retries)."""
+        result = await self._call(
+            "GET", self._passes_path, params={f"metadata.{key}": str(value)}, idempotent=True
+        )
+        if not result.ok:
+            raise PassmachineError(
+                f"Passmachine lookup failed: {result.error}", permanent=result.permanent, status=result.status
+            )
+        items = (result.data or {}).get("data")
+        if not isinstance(items, list):
+            raise PassmachineError(
+                "Passmachine lookup answer has no 'data' list", permanent=True, status=result.status
+            )
+        return [item for item in items if isinstance(item, dict)]
+
+    async def get_pass(self, pass_id: str) -> CallResult:
+        """``GET`` one pass (``data`` is ``{"data": {...}}``); unknown id → permanent 404."""
+        return await self._call("GET", self._pass_path(pass_id), idempotent=True)
+
+    async def patch_pass(self, pass_id: str, operations: list[dict[str, Any]]) -> CallResult:
+        """Apply an RFC 6902 JSON Patch (e.g. ``replace /templateVariables/fieldValue``).
+
+        Retried after ambiguous failures only when every operation is idempotent (replace, test,
+        add/copy to an object member); otherwise an ambiguous failure returns ``ambiguous=True``."""
+        idempotent = all(
+            isinstance(op, dict)
+            and op.get("op") in _IDEMPOTENT_PATCH_OPS
+            and not str(op.get("path", "")).endswith("/-")
+            for op in operations
+        )
+        return await self._call(
+            "PATCH",
+            self._pass_path(pass_id),
+            content=json.dumps(operations).encode(),
+            content_type="application/json-patch+json",
+            idempotent=idempotent,
+        )
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _pass_path(self, pass_id: str) -> str:
+        return f"{self._passes_path}/{quote(pass_id, safe='')}"
+
+    def _now_dt(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
+        idempotent: bool,
+        require_pass: bool = False,
+        find_existing: Callable[[], Awaitable[CallResult | None]] | None = None,
+    ) -> CallResult:
+        """All attempts of one call: token, limiter slot, classification, backoff, reconciliation."""
+        policy = self._policy
+        what = f"{method} {path}"
+        attempts = 0
+        reauthed = False
+        unresolved = False  # an attempt may have acted and no lookup has ruled that out since
+        last_reason = "no attempt"
+        last_status: int | None = None
+        while attempts < policy.max_attempts:
+            try:
+                token = await self.tokens.get()
+            except PassmachineError as exc:
+                return self._token_failure(exc, attempts, unresolved and not idempotent)
+
+            headers = {
+                "Authorization": f"Bearer {token.value.reveal()}",
+                "X-Timestamp": str(int(self._clock())),
+                "Accept": "application/json",
+            }
+            if content_type:
+                headers["Content-Type"] = content_type
+            result = await self._sender.send(method, path, headers=headers, params=params, content=content)
+            attempts += 1
+            out = policy.classify(result, reauthed=reauthed, now=self._now_dt())
+            if out.kind == "ok" and require_pass and pass_id_of(out.data) is None:
+                # Success without a pass id: the pass probably exists, but we cannot record it.
+                out = Outcome(
+                    "retry", f"HTTP {out.status} without data.id", status=out.status, maybe_processed=True
+                )
+            reason = self._redact(out.reason)
+            log.debug("%s attempt %d: %s", what, attempts, reason)
+
+            if out.kind == "ok":
+                return CallResult(ok=True, status=out.status, data=out.data, error=None, attempts=attempts)
+            if out.kind == "permanent":
+                log.warning("%s failed permanently: %s", what, reason)
+                return CallResult(
+                    ok=False, status=out.status, data=None, error=reason, attempts=attempts, permanent=True
+                )
+            if out.kind == "reauth":
+                reauthed = True
+                try:
+                    await self.tokens.refresh_after_401(token.generation)
+                except PassmachineError as exc:
+                    return self._token_failure(exc, attempts, unresolved and not idempotent)
+                continue
+
+            # retry
+            last_reason, last_status = reason, out.status
+            if out.retry_after is not None and out.status in (429, 503):
+                self.limiter.pause_for(out.retry_after)  # the limit is shared: everyone waits
+            delay = policy.delay(attempts, out.retry_after, self._rng)
+
+            if out.maybe_processed and not idempotent:
+                unresolved = True
+                if find_existing is None:
+                    log.warning("%s outcome unknown (%s); not repeating it", what, reason)
+                    return CallResult(
+                        ok=False,
+                        status=out.status,
+                        data=None,
+                        error=f"outcome unknown, not repeated: {reason}",
+                        attempts=attempts,
+                        ambiguous=True,
+                    )
+                # Give a slow original request time to finish before asking whether it did.
+                await asyncio.sleep(max(delay, self.settings.reconcile_delay_s))
+                found = await find_existing()
+                if found is not None:
+                    found.attempts = attempts
+                    if not found.ok:  # the lookup failed: cannot tell, so do not re-create
+                        found.error = self._redact(f"outcome unknown ({reason}); {found.error}")
+                    return found
+                unresolved = False  # vendor has no such pass: creating again is safe
+                continue
+
+            if attempts < policy.max_attempts:
+                await asyncio.sleep(delay)
+
+        error = f"gave up after {attempts} attempts: {last_reason}"
+        log.warning("%s %s", what, error)
+        return CallResult(
+            ok=False,
+            status=last_status,
+            data=None,
+            error=error,
+            attempts=attempts,
+            permanent=False,
+            ambiguous=unresolved and not idempotent,
+        )
+
+    def _token_failure(self, exc: PassmachineError, attempts: int, ambiguous: bool) -> CallResult:
+        return CallResult(
+            ok=False,
+            status=exc.status,
+            data=None,
+            error=self._redact(str(exc)),
+            attempts=attempts,
+            permanent=exc.permanent,
+            ambiguous=ambiguous,
+        )
+
+    async def _find_created(self, template_id: str, metadata: dict[str, Any]) -> CallResult | None:
+        """After an ambiguous create: the pass the vendor made for this request, None if there is none,
+        or a failed ``CallResult(ambiguous=True)`` if the lookup itself failed."""
+        key = self.settings.lookup_metadata_key
+        try:
+            passes = await self.find_passes(key, str(metadata[key]))
+        except PassmachineError as exc:
+            return CallResult(
+                ok=False,
+                status=exc.status,
+                data=None,
+                error=f"reconciliation lookup failed: {self._redact(str(exc))}",
+                attempts=0,
+                ambiguous=True,
+            )
+
+        def same(a: Any, b: Any) -> bool:
+            return a == b or str(a) == str(b)
+
+        matches = [
+            p
+            for p in passes
+            if isinstance(p.get("id"), str)
+            and same(p.get("templateId", template_id), template_id)
+            and all(same((p.get("metadata") or {}).get(k), v) for k, v in metadata.items())
+        ]
+        if not matches:
+            log.info("reconciliation: no pass with metadata.%s for this request; creating it", key)
+            return None
+        matches.sort(key=lambda p: str(p.get("createdAt", "")))
+        if len(matches) > 1:
+            log.warning(
+                "reconciliation: %d passes match metadata.%s=%s; using the oldest (%s)",
+                len(matches),
+                key,
+                metadata[key],
+                matches[0]["id"],
+            )
+        log.info("reconciliation: found pass %s created by an ambiguous attempt", matches[0]["id"])
+        return CallResult(
+            ok=True, status=200, data={"data": matches[0]}, error=None, attempts=0, reconciled=True
+        )

@@ -1,0 +1,379 @@
+"""Stream a CSV segment file as string DataFrame chunks.
+
+Built for the files analysts actually hand over: UTF-8 with or without BOM, cp1252/latin-1 exports,
+comma/semicolon/tab delimiters, quoted fields with embedded newlines, CRLF, blank lines, ragged rows.
+
+Chunk convention (shared with the SQL source): every column is pandas ``str`` dtype with "" for
+missing values, header names are stripped of whitespace and a BOM, and an int64 ``__row__`` column
+holds the spreadsheet row number of the record (header = row 1; a blank line is a row; a quoted
+field spanning several physical lines is still one row). Blank records (every field empty or
+whitespace) are dropped silently.
+
+Parsing uses Python's C ``csv`` module: it handles quoting exactly like spreadsheets do, yields one
+record at a time (constant memory), and lets us count records to get spreadsheet row numbers and see
+ragged rows, which the pandas/pyarrow readers either hide or renumber.
+
+Decisions worth knowing:
+- A record with more fields than the header is reported as a ``MalformedRow`` and excluded, unless
+  the extra fields are all empty (trailing delimiters from spreadsheet exports), which are trimmed.
+  Fewer fields than the header are padded with "".
+- A record containing a NUL character is reported as malformed rather than silently stripped: NULs
+  mean corruption or a binary/UTF-16 file, and a "cleaned" value could pass validation while wrong.
+- Syntax errors the csv module detects in strict mode (``"a"b``, an unterminated quote) are reported
+  as malformed rows too; row numbers after such a record are best effort.
+- Trailing empty header cells are ignored (a common spreadsheet artefact); an empty name between
+  real names, a duplicate name, or a column called ``__row__`` is a ``SourceError``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from passflow.errors import SourceError
+
+__all__ = ["CsvDialect", "MalformedRow", "detect_csv_dialect", "read_csv_chunks", "ROW_COLUMN"]
+
+ROW_COLUMN = "__row__"
+_RAW_MAX = 200
+_SCAN_BLOCK = 1 << 20
+# Bytes that cp1252 leaves undefined; a non-UTF-8 file containing one must be latin-1.
+_CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+_DELIMITER_CANDIDATES = (",", ";", "\t")  # order breaks ties: comma is the most common export
+_DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    """The encoding and delimiter used to read a file (detected or as given)."""
+
+    encoding: str
+    delimiter: str
+
+
+@dataclass
+class MalformedRow:
+    """A record that could not be turned into a row (reported to the caller, never dropped silently)."""
+
+    row: int
+    reason: str
+    raw: str  # the record's text, truncated to ~200 characters
+
+
+# --------------------------------------------------------------------------------------- detection
+
+
+def detect_csv_dialect(path: Path, encoding: str = "auto", delimiter: str = "auto") -> CsvDialect:
+    """Work out how to read ``path``; explicit values are validated and returned as given.
+
+    encoding "auto": UTF-8 BOM -> utf-8-sig; UTF-16 BOM -> utf-16; whole file valid UTF-8 -> utf-8;
+    otherwise cp1252, or latin-1 if the file has bytes cp1252 leaves undefined.
+    delimiter "auto": the most frequent of , ; TAB outside quotes in the header line (comma if none).
+    Raises SourceError if the file is missing/unreadable or empty.
+    """
+    path = Path(path)
+    _check_file(path)
+    enc = _sniff_encoding(path) if encoding == "auto" else _checked_encoding(encoding)
+    if delimiter == "auto":
+        header_line = _first_line(path, enc)
+        delim = _sniff_delimiter(header_line)
+    else:
+        delim = _checked_delimiter(delimiter)
+    return CsvDialect(encoding=enc, delimiter=delim)
+
+
+def _check_file(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise SourceError(f"{path}: segment file not found") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read segment file: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise SourceError(f"{path}: is a directory, expected a CSV file")
+    if size == 0:
+        raise SourceError(f"{path}: segment file is empty (no header row)")
+
+
+def _checked_encoding(encoding: str) -> str:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise SourceError(f"unknown CSV encoding {encoding!r} (use 'auto', 'utf-8', 'cp1252', ...)") from None
+    return encoding
+
+
+def _checked_delimiter(delimiter: str) -> str:
+    delim = _DELIMITER_ALIASES.get(delimiter.lower(), delimiter)
+    if len(delim) != 1 or delim in ('"', "\r", "\n"):
+        raise SourceError(f"invalid CSV delimiter {delimiter!r}: use 'auto' or one character such as ';'")
+    return delim
+
+
+def _sniff_encoding(path: Path) -> str:
+    # One pass over the raw bytes in blocks (constant memory): validate UTF-8 with an incremental
+    # decoder and note cp1252-undefined bytes in the same pass, so the fallback needs no re-read.
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+            if head.startswith(codecs.BOM_UTF8):
+                return "utf-8-sig"
+            if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                return "utf-16"  # Excel's "Unicode text" export
+            f.seek(0)
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            is_utf8 = True
+            has_cp1252_undefined = False
+            while block := f.read(_SCAN_BLOCK):
+                if is_utf8:
+                    try:
+                        decoder.decode(block)
+                    except UnicodeDecodeError:
+                        is_utf8 = False
+                if not has_cp1252_undefined and _CP1252_UNDEFINED.search(block):
+                    has_cp1252_undefined = True
+                if not is_utf8 and has_cp1252_undefined:
+                    break  # the answer cannot change any more
+            if is_utf8:
+                try:
+                    decoder.decode(b"", final=True)  # a multi-byte sequence cut off at EOF
+                except UnicodeDecodeError:
+                    is_utf8 = False
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read segment file: {exc.strerror or exc}") from None
+    if is_utf8:
+        return "utf-8"
+    return "latin-1" if has_cp1252_undefined else "cp1252"
+
+
+def _first_line(path: Path, encoding: str, limit: int = 1 << 16) -> str:
+    """The header line (up to the first newline outside quotes), decoded."""
+    try:
+        with path.open(encoding=encoding, newline="", errors="replace") as f:
+            text = f.read(limit)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read segment file: {exc.strerror or exc}") from None
+    text = text.lstrip("\ufeff \r\n")  # a BOM read as text, and leading blank lines
+    in_quotes = False
+    for i, ch in enumerate(text):
+        if ch == '"':
+            in_quotes = not in_quotes
+        elif ch in "\r\n" and not in_quotes:
+            return text[:i]
+    return text
+
+
+def _sniff_delimiter(header_line: str) -> str:
+    counts = dict.fromkeys(_DELIMITER_CANDIDATES, 0)
+    in_quotes = False
+    for ch in header_line:
+        if ch == '"':
+            in_quotes = not in_quotes
+        elif not in_quotes and ch in counts:
+            counts[ch] += 1
+    best = max(_DELIMITER_CANDIDATES, key=lambda d: counts[d])  # max keeps the first on ties
+    return best if counts[best] else ","  # no delimiter at all: a one-column file
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+class _LineTap:
+    """Feeds lines to csv.reader while remembering the last one (for error reports) and NULs.
+
+    Python-level per-line work is kept to one containment test; measured overhead is in the noise.
+    """
+
+    __slots__ = ("_file", "last", "saw_nul")
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self.last = ""
+        self.saw_nul = False
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._file:
+            self.last = line
+            if "\x00" in line:
+                self.saw_nul = True
+            yield line
+
+
+def read_csv_chunks(
+    path: str | Path,
+    *,
+    encoding: str = "auto",
+    delimiter: str = "auto",
+    chunk_size: int = 50_000,
+    malformed: list[MalformedRow] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Yield the records of a CSV file as DataFrames of at most ``chunk_size`` rows.
+
+    The file, its encoding/delimiter and its header are checked before this returns, so problems
+    with the source raise ``SourceError`` at call time; decoding errors deeper in a file with an
+    explicit wrong encoding raise ``SourceError`` during iteration.
+
+    Records that cannot become rows are appended to ``malformed`` as ``MalformedRow`` (and left out
+    of the chunks). If ``malformed`` is None, the first such record raises ``SourceError`` instead,
+    so nothing is ever dropped silently. A header-only file yields nothing.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    path = Path(path)
+    dialect = detect_csv_dialect(path, encoding, delimiter)
+    # Read the header now so a bad file fails here, not at the first next().
+    with _open(path, dialect) as f:
+        names, _ = _read_header(path, csv.reader(_LineTap(f), **_reader_args(dialect)))
+    return _iter_chunks(path, dialect, names, chunk_size, malformed)
+
+
+def _reader_args(dialect: CsvDialect) -> dict:
+    # strict=True turns unterminated quotes and `"a"b` into errors we report, instead of silently
+    # swallowing the rest of the file into one field.
+    return {"delimiter": dialect.delimiter, "quotechar": '"', "doublequote": True, "strict": True}
+
+
+def _open(path: Path, dialect: CsvDialect) -> TextIO:
+    try:
+        # newline="" hands line endings to the csv module: CRLF inside quoted fields stays data.
+        return path.open(encoding=dialect.encoding, newline="")
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read segment file: {exc.strerror or exc}") from None
+
+
+def _read_header(path: Path, reader: Iterator[list[str]]) -> tuple[list[str], int]:
+    """Return (column names, spreadsheet row of the header). Leading blank lines are skipped."""
+    row_no = 0
+    try:
+        for record in reader:
+            row_no += 1
+            if any(field.strip() for field in record):
+                break
+        else:
+            raise SourceError(f"{path}: segment file has no header row (it is empty or only blank lines)")
+    except csv.Error as exc:
+        raise SourceError(f"{path}: cannot parse the header row: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{path}: header is not valid {exc.encoding}: set the source encoding") from None
+
+    if any("\x00" in field for field in record):
+        raise SourceError(
+            f"{path}: header contains NUL bytes; the file is probably UTF-16 without a BOM or not a CSV "
+            "file (re-export it as CSV UTF-8)"
+        )
+    names = [field.strip().lstrip("\ufeff").strip() for field in record]
+    while names and not names[-1]:
+        names.pop()  # trailing empty header cells: spreadsheet artefact, not columns
+    empty = [str(i + 1) for i, name in enumerate(names) if not name]
+    if empty:
+        raise SourceError(f"{path}: header has empty column name(s) at position(s) {', '.join(empty)}")
+    dupes = sorted(name for name, count in Counter(names).items() if count > 1)
+    if dupes:
+        raise SourceError(f"{path}: header has duplicate column name(s): {', '.join(map(repr, dupes))}")
+    if ROW_COLUMN in names:
+        raise SourceError(f"{path}: column name {ROW_COLUMN!r} is reserved; rename that column")
+    return names, row_no
+
+
+def _raw_text(fields: Iterable[str], delimiter: str) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=delimiter, lineterminator="").writerow(fields)
+    return _truncate(buf.getvalue())
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= _RAW_MAX else text[:_RAW_MAX] + "…"
+
+
+def _iter_chunks(
+    path: Path,
+    dialect: CsvDialect,
+    names: list[str],
+    chunk_size: int,
+    malformed: list[MalformedRow] | None,
+) -> Iterator[pd.DataFrame]:
+    n = len(names)
+
+    def report(row: int, reason: str, raw: str) -> None:
+        if malformed is None:
+            raise SourceError(f"{path}: row {row}: {reason} (pass malformed=[] to collect such rows)")
+        malformed.append(MalformedRow(row=row, reason=reason, raw=raw))
+
+    with _open(path, dialect) as f:
+        tap = _LineTap(f)
+        reader = csv.reader(tap, **_reader_args(dialect))
+        _, row_no = _read_header(path, reader)
+        # Fields of accepted records go into one flat list (strings are not GC-tracked, so building a
+        # chunk creates no garbage-collector churn); column j is flat[j::n].
+        flat: list[str] = []
+        rows: list[int] = []
+        try:
+            while True:
+                try:
+                    for record in reader:
+                        row_no += 1
+                        if tap.saw_nul:  # rare: only records whose lines contained a NUL are inspected
+                            tap.saw_nul = False
+                            if any("\x00" in field for field in record):
+                                raw = _raw_text(record, dialect.delimiter).replace("\x00", "\\x00")
+                                report(row_no, "contains a NUL byte (\\x00): corrupt or binary data", raw)
+                                continue
+                        # Blank = every field empty or whitespace (a blank line is []); dropped silently.
+                        if not "".join(record).strip():
+                            continue
+                        k = len(record)
+                        if k != n:
+                            if k < n:
+                                record += [""] * (n - k)  # trailing empty columns left off
+                            elif any(record[n:]):
+                                report(
+                                    row_no,
+                                    f"expected {n} fields, found {k}",
+                                    _raw_text(record, dialect.delimiter),
+                                )
+                                continue
+                            else:
+                                del record[n:]  # only trailing delimiters beyond the header
+                        flat.extend(record)
+                        rows.append(row_no)
+                        if len(rows) >= chunk_size:
+                            yield _build_chunk(names, flat, rows)
+                            flat, rows = [], []
+                    break
+                except csv.Error as exc:
+                    # The reader resumes at the next physical line; count the bad record as one row.
+                    row_no += 1
+                    reason = str(exc)
+                    if reason == "unexpected end of data":
+                        reason = "unterminated quoted field (a quote opened here is never closed)"
+                    report(row_no, f"unparseable CSV record: {reason}", _truncate(tap.last.rstrip("\r\n")))
+        except UnicodeDecodeError as exc:
+            raise SourceError(
+                f"{path}: cannot decode the file as {dialect.encoding} after row {row_no}: {exc.reason}; "
+                "use encoding 'auto' or the encoding the file was exported with"
+            ) from None
+        if rows:
+            yield _build_chunk(names, flat, rows)
+
+
+def _build_chunk(names: list[str], flat: list[str], rows: list[int]) -> pd.DataFrame:
+    n = len(names)
+    data = {name: _str_series(flat[j::n]) for j, name in enumerate(names)}
+    data[ROW_COLUMN] = pd.Series(np.asarray(rows, dtype=np.int64))
+    return pd.DataFrame(data)
+
+
+def _str_series(values: list[str]) -> pd.Series:
+    # pyarrow builds the string array in C; pandas' "str" dtype stores large_string, so no cast.
+    return pd.Series(pa.array(values, type=pa.large_string()), dtype="str")
