@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from passflow.errors import ConfigError, PassflowError, RejectRateExceeded
@@ -32,19 +33,21 @@ err = Console(stderr=True)
 def _prefect_defaults() -> None:
     # The ephemeral API server takes 7–17 s to start here; Prefect's default timeout is too tight.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # No network here beyond package registries; telemetry would only log errors.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _fail(exc: BaseException) -> None:
     if isinstance(exc, RejectRateExceeded):
-        err.print(f"[bold red]stopped:[/] {redact(str(exc))}", highlight=False)
+        err.print(f"[bold red]stopped:[/] {escape(redact(str(exc)))}", highlight=False)
         raise typer.Exit(3)
     if isinstance(exc, ConfigError):
-        err.print(f"[bold red]configuration error:[/] {redact(str(exc))}", highlight=False)
+        err.print(f"[bold red]configuration error:[/] {escape(redact(str(exc)))}", highlight=False)
         raise typer.Exit(2)
     if isinstance(exc, PassflowError):
-        err.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False)
         raise typer.Exit(2 if "Source" in type(exc).__name__ else 1)
-    err.print(f"[bold red]run failed:[/] {type(exc).__name__}: {redact(str(exc))}", highlight=False)
+    err.print(f"[bold red]run failed:[/] {type(exc).__name__}: {escape(redact(str(exc)))}", highlight=False)
     raise typer.Exit(1)
 
 
@@ -61,12 +64,13 @@ def _print_summary(summary: dict) -> None:
     for reason, n in (summary.get("reject_reasons") or {}).items():
         table.add_row(f"  rejected: {reason}", str(n))
     console.print(table)
+    # Paths on one line each (no wrapping), so they can be copied.
     for f in summary.get("export_files") or []:
-        console.print(f"export: {f}", highlight=False)
+        console.print(f"export: {f}", highlight=False, soft_wrap=True, markup=False)
     if summary.get("rejects_file"):
-        console.print(f"rejects: {summary['rejects_file']}", highlight=False)
+        console.print(f"rejects: {summary['rejects_file']}", highlight=False, soft_wrap=True, markup=False)
     if summary.get("failures_file"):
-        console.print(f"failed rows: {summary['failures_file']}", highlight=False)
+        console.print(f"failed rows: {summary['failures_file']}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -146,7 +150,7 @@ def verify_link_cmd(
         recipe, salt = recipe_and_salt(campaign=campaign, salt_env=salt_env)
         if export is not None:
             ok, bad, total = check_export(export, salt=salt, recipe=recipe)
-            console.print(f"{export}: {ok} of {total} links verify" + (f"; {len(bad)} do not" if bad else ""))
+            console.print(f"{export}: {ok} of {total} links verify" + (f"; {len(bad)} do not" if bad else ""), soft_wrap=True, markup=False)
             for row, reason in bad[:20]:
                 console.print(f"  row {row}: {reason}", highlight=False)
             if bad or total == 0:
@@ -157,7 +161,7 @@ def verify_link_cmd(
         failures = 0
         for link in links:
             text, good = explain_link(link, salt=salt, recipe=recipe if campaign else None)
-            console.print(text, highlight=False)
+            console.print(text, highlight=False, markup=False)
             failures += not good
         if failures:
             raise typer.Exit(1)

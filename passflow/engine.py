@@ -122,7 +122,8 @@ def _preview_records(preview: pd.DataFrame | None) -> list[dict[str, str]]:
 
 
 def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    # Export file names carry the first 8 characters: they must be the random part.
+    return uuid.uuid4().hex
 
 
 class IssueRun:
@@ -460,7 +461,7 @@ class IssueRun:
 
     def _report_path(self, kind: str) -> Path:
         stamp = self.now.strftime("%Y%m%dT%H%M%SZ")
-        return Path(self.campaign.export.directory) / f"{self.campaign.name}-{kind}-{stamp}-{self.run_id[-8:]}.csv"
+        return Path(self.campaign.export.directory) / f"{self.campaign.name}-{kind}-{stamp}-{self.run_id[:8]}.csv"
 
 
 def _iso(value: Any) -> str:

@@ -14,7 +14,11 @@ refreshes it ``refresh_margin_s`` before it expires (the vendor's ``validTo`` an
 one we asked for) and once when a call gets a 401. Refreshes are single-flight: every caller that
 needs one awaits the same fetch (a shared task), and each token carries a generation number so a
 401 for an *old* token, arriving after someone already refreshed, just picks up the new token
-instead of fetching another.
+instead of fetching another. The token is read when the request gets its limiter slot, not when it
+starts queueing, so after a revocation only the requests already in flight see a 401, not the whole
+queue. A second 401 within one call is final only if the refreshed token never worked; a token that
+worked and then fails was revoked or expired meanwhile and is refreshed again (within
+``max_attempts``).
 
 Retries (see :mod:`passflow.providers.http_retry` for the classification)
 --------------------------------------------------------------------------
@@ -23,7 +27,7 @@ Retries (see :mod:`passflow.providers.http_retry` for the classification)
 * 408, 429, 5xx, timeouts, connection errors, unreadable 2xx: exponential backoff with full jitter,
   at most ``max_attempts`` HTTP attempts per call; then ``CallResult(ok=False, permanent=False,
   error="gave up after N attempts: <last reason>")``.
-* 401: refresh the token once and retry; a second 401 is permanent.
+* 401: refresh the token once and retry; a second 401 is permanent (unless that token had worked).
 * Other 4xx: permanent, ``error`` carries the vendor's message; never retried.
 
 Idempotency of ``create_pass``
@@ -80,6 +84,7 @@ from passflow.providers.http_retry import MAX_RETRY_AFTER_S, Outcome, RetryPolic
 
 __all__ = [
     "AuthenticationError",
+    "BearerToken",
     "CallResult",
     "PassmachineClient",
     "PassmachineError",
@@ -286,7 +291,9 @@ class _Sender:
 
 
 @dataclass(frozen=True)
-class _Token:
+class BearerToken:
+    """One bearer token; ``generation`` counts fetches, so a 401 can name the token it rejected."""
+
     value: Secret = field(repr=False)
     generation: int
     expires_at: float  # wall clock (unix seconds)
@@ -317,9 +324,10 @@ class TokenManager:
         self._redact = redact
         self._clock = clock
         self._rng = rng
-        self._token: _Token | None = None
+        self._token: BearerToken | None = None
         self._generation = 0
-        self._inflight: asyncio.Future[_Token] | None = None
+        self._inflight: asyncio.Future[BearerToken] | None = None
+        self._proven: set[int] = set()  # generations the vendor has accepted at least once
         self.fetches = 0  # successful /authenticate calls
         self.auth_requests = 0  # HTTP attempts to /authenticate
 
@@ -333,14 +341,30 @@ class TokenManager:
             state += f", expires_in={self._token.expires_at - self._clock():.0f}s"
         return f"TokenManager(account={self._settings.account!r}, auth_style={self._settings.auth_style!r}, {state})"
 
-    async def get(self) -> _Token:
+    async def get(self) -> BearerToken:
         """A token that is valid for at least the refresh margin."""
         tok = self._token
-        if tok is not None and self._clock() < tok.refresh_at:
+        if tok is not None and self._clock() < tok.refresh_at and self.current() is tok:
             return tok
         return await self._refresh()
 
-    async def refresh_after_401(self, generation: int) -> _Token:
+    def current(self) -> BearerToken | None:
+        """The installed token if it is still usable, without waiting (None while it is being replaced)."""
+        tok = self._token
+        if tok is not None and self._clock() < tok.expires_at - 1.0:
+            return tok
+        return None
+
+    def confirm(self, generation: int) -> None:
+        """The vendor accepted this token (a 2xx was answered to a request carrying it)."""
+        self._proven.add(generation)
+
+    def proven(self, generation: int) -> bool:
+        """Whether this token ever worked: a 401 for a proven token means it was revoked or expired,
+        not that our credentials or account are wrong."""
+        return generation in self._proven
+
+    async def refresh_after_401(self, generation: int) -> BearerToken:
         """The vendor rejected the token of ``generation``: replace it, unless that already happened."""
         tok = self._token
         if tok is not None and tok.generation != generation and self._clock() < tok.refresh_at:
@@ -355,7 +379,7 @@ class TokenManager:
 
     # -- internals ----------------------------------------------------------------------------
 
-    async def _refresh(self) -> _Token:
+    async def _refresh(self) -> BearerToken:
         if self._inflight is None:
             task = asyncio.ensure_future(self._fetch())
             self._inflight = task
@@ -363,13 +387,13 @@ class TokenManager:
         # shield: a cancelled caller must not cancel the fetch the other callers are waiting for.
         return await asyncio.shield(self._inflight)
 
-    def _fetch_done(self, task: asyncio.Future[_Token]) -> None:
+    def _fetch_done(self, task: asyncio.Future[BearerToken]) -> None:
         if self._inflight is task:
             self._inflight = None
         if not task.cancelled():
             task.exception()  # mark retrieved; the waiters got it
 
-    async def _fetch(self) -> _Token:
+    async def _fetch(self) -> BearerToken:
         s = self._settings
         attempts = 0
         last = "no attempt"
@@ -388,13 +412,14 @@ class TokenManager:
             )
             attempts += 1
             self.auth_requests += 1
-            # A 401 from /authenticate means bad credentials: final at once (reauthed=True).
-            out = self._policy.classify(result, reauthed=True, now=datetime.fromtimestamp(now, UTC))
+            out = self._policy.classify(result, now=datetime.fromtimestamp(now, UTC))
             if out.kind == "ok":
                 return self._install(out, asked_valid_to)
             if out.kind != "retry":
+                # "reauth" here is a 401 from /authenticate itself: the credentials are wrong.
+                hint = " (check the public/secret tokens and auth_style)" if out.kind == "reauth" else ""
                 raise AuthenticationError(
-                    self._redact(f"Passmachine authentication failed: {out.reason}"),
+                    self._redact(f"Passmachine authentication failed: {out.reason}{hint}"),
                     permanent=True,
                     status=out.status,
                 )
@@ -409,7 +434,7 @@ class TokenManager:
             permanent=False,
         )
 
-    def _install(self, out: Outcome, asked_valid_to: int) -> _Token:
+    def _install(self, out: Outcome, asked_valid_to: int) -> BearerToken:
         s = self._settings
         data = out.data or {}
         value = data.get(s.token_field)
@@ -434,7 +459,7 @@ class TokenManager:
         # A margin larger than half the lifetime would refresh on every call.
         refresh_at = expires_at - min(float(s.refresh_margin_s), lifetime / 2)
         self._generation += 1
-        tok = _Token(Secret(value), self._generation, expires_at, refresh_at)
+        tok = BearerToken(Secret(value), self._generation, expires_at, refresh_at)
         self._token = tok
         self.fetches += 1
         log.info("Passmachine token fetched (generation %d, valid for %.0f s)", tok.generation, lifetime)
@@ -616,22 +641,32 @@ class PassmachineClient:
         unresolved = False  # an attempt may have acted and no lookup has ruled that out since
         last_reason = "no attempt"
         last_status: int | None = None
+        stale_spins = 0
         while attempts < policy.max_attempts:
             try:
-                token = await self.tokens.get()
+                await self.tokens.get()  # fetch or refresh *before* queueing for a slot
             except PassmachineError as exc:
                 return self._token_failure(exc, attempts, unresolved and not idempotent)
-
-            headers = {
-                "Authorization": f"Bearer {token.value.reveal()}",
-                "X-Timestamp": str(int(self._clock())),
-                "Accept": "application/json",
-            }
-            if content_type:
-                headers["Content-Type"] = content_type
-            result = await self._sender.send(method, path, headers=headers, params=params, content=content)
+            token, result = await self._attempt(
+                method, path, params=params, content=content, content_type=content_type
+            )
+            if token is None or result is None:
+                # The token was rejected and is being replaced while we queued: wait for the new one.
+                # No request was sent (the limiter start is simply not used).
+                stale_spins += 1
+                if stale_spins > 100:
+                    return CallResult(
+                        ok=False, status=None, data=None, error="no usable bearer token", attempts=attempts
+                    )
+                continue
             attempts += 1
-            out = policy.classify(result, reauthed=reauthed, now=self._now_dt())
+            if isinstance(result, httpx.Response) and result.is_success:
+                self.tokens.confirm(token.generation)
+            # A second 401 is final only if the refreshed token never worked; a token that worked and
+            # then fails was revoked or expired in the meantime, and deserves another refresh.
+            out = policy.classify(
+                result, reauthed=reauthed and not self.tokens.proven(token.generation), now=self._now_dt()
+            )
             if out.kind == "ok" and require_pass and pass_id_of(out.data) is None:
                 # Success without a pass id: the pass probably exists, but we cannot record it.
                 out = Outcome(
@@ -647,6 +682,7 @@ class PassmachineClient:
                 return CallResult(
                     ok=False, status=out.status, data=None, error=reason, attempts=attempts, permanent=True
                 )
+            last_reason, last_status = reason, out.status
             if out.kind == "reauth":
                 reauthed = True
                 try:
@@ -656,7 +692,6 @@ class PassmachineClient:
                 continue
 
             # retry
-            last_reason, last_status = reason, out.status
             if out.retry_after is not None and out.status in (429, 503):
                 self.limiter.pause_for(out.retry_after)  # the limit is shared: everyone waits
             delay = policy.delay(attempts, out.retry_after, self._rng)
@@ -699,6 +734,38 @@ class PassmachineClient:
             ambiguous=unresolved and not idempotent,
         )
 
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None,
+        content: bytes | None,
+        content_type: str | None,
+    ) -> tuple[BearerToken | None, httpx.Response | httpx.RequestError | None]:
+        """One HTTP attempt in one limiter slot. The token is read *inside* the slot, so a request
+        that queued while the token was replaced carries the new one (after a revocation, only the
+        requests already in flight get a 401, not the whole queue). Returns ``(None, None)`` without
+        sending when no usable token is installed at that moment."""
+        async with self.limiter:
+            token = self.tokens.current()
+            if token is None:
+                return None, None
+            headers = {
+                "Authorization": f"Bearer {token.value.reveal()}",
+                "X-Timestamp": str(int(self._clock())),
+                "Accept": "application/json",
+            }
+            if content_type:
+                headers["Content-Type"] = content_type
+            try:
+                response = await self._http.request(
+                    method, path, headers=headers, params=params, content=content, timeout=self._timeout
+                )
+            except httpx.RequestError as exc:
+                return token, exc
+            return token, response
+
     def _token_failure(self, exc: PassmachineError, attempts: int, ambiguous: bool) -> CallResult:
         return CallResult(
             ok=False,
@@ -729,13 +796,17 @@ class PassmachineClient:
         def same(a: Any, b: Any) -> bool:
             return a == b or str(a) == str(b)
 
-        matches = [
-            p
-            for p in passes
-            if isinstance(p.get("id"), str)
-            and same(p.get("templateId", template_id), template_id)
-            and all(same((p.get("metadata") or {}).get(k), v) for k, v in metadata.items())
-        ]
+        def is_ours(p: dict[str, Any]) -> bool:
+            # Same template, and every metadata field the vendor kept has our value: a pass of another
+            # campaign for the same customer (e.g. a different campaign key in metadata) is not ours.
+            stored = p.get("metadata") if isinstance(p.get("metadata"), dict) else {}
+            return (
+                isinstance(p.get("id"), str)
+                and same(p.get("templateId", template_id), template_id)
+                and all(same(stored[k], v) for k, v in metadata.items() if k in stored)
+            )
+
+        matches = [p for p in passes if is_ours(p)]
         if not matches:
             log.info("reconciliation: no pass with metadata.%s for this request; creating it", key)
             return None

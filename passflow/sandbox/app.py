@@ -15,6 +15,7 @@ import binascii
 import email.utils
 import html
 import json
+import math
 import random
 import re
 import time
@@ -96,10 +97,10 @@ def _bearer(request: Request) -> str | None:
 
 
 def _retry_after(state: SandboxState, wait_s: float) -> str:
-    secs = retry_after_seconds(wait_s)
     if state.config.retry_after == "http-date":
-        return email.utils.formatdate(time.time() + secs, usegmt=True)
-    return str(secs)
+        # HTTP dates have whole seconds: round up so a client never comes back too early.
+        return email.utils.formatdate(math.ceil(time.time() + wait_s), usegmt=True)
+    return str(retry_after_seconds(wait_s))
 
 
 def _require_timestamp(request: Request) -> None:
@@ -182,6 +183,9 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
                 return Response(status_code=500)  # never delivered: the socket is gone
             status = response.status_code
             return response
+        except Exception:
+            status = 500  # a sandbox bug; Starlette answers 500
+            raise
         finally:
             if admission is not None:
                 state.finish(admission)
@@ -353,7 +357,7 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
 
     @app.post("/_admin/config")
     async def post_config(request: Request) -> Response:
-        body = await request.json()
+        body = await _admin_json(request)
         if not isinstance(body, dict):
             return _pm_error(400, "config must be a JSON object")
         try:
@@ -381,7 +385,7 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
 
     @app.post("/_admin/skycore/passes")
     async def register_skycore(request: Request) -> Response:
-        body = await request.json()
+        body = await _admin_json(request)
         ids = body.get("pass_ids") if isinstance(body, dict) else body
         if not isinstance(ids, list) or not all(isinstance(i, str) and _PASS_ID_RE.match(i) for i in ids):
             return _pm_error(400, 'send a list of [A-Za-z0-9]+ pass ids (or {"pass_ids": [...]})')
@@ -396,6 +400,13 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
         return _json(200, {"updates": state.skycore_updates()})
 
     return app
+
+
+async def _admin_json(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except ValueError:
+        return None  # callers answer 400
 
 
 def _credentials(request: Request) -> tuple[str, str]:

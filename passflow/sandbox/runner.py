@@ -8,6 +8,7 @@ without races and the caller learns the real one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -254,7 +255,9 @@ def serve(host: str = "127.0.0.1", port: int = 8765, config: SandboxConfig | Non
     def announce() -> None:
         print(f"{READY_PREFIX}{url}", flush=True)
 
-    _Server(_uvicorn_config(create_app(config)), on_started=announce).run(sockets=[sock])
+    server = _Server(_uvicorn_config(create_app(config)), on_started=announce)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its clean shutdown
+        server.run(sockets=[sock])
 
 
 def config_from_json(text: str) -> SandboxConfig:

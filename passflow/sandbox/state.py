@@ -145,11 +145,10 @@ def _index_value(value: Any) -> str | None:
 class SandboxError(Exception):
     """A request the sandbox refuses; the app turns it into the vendor's error shape."""
 
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
-        self.code = code
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""The issue-passes Prefect flow and the `passflow` CLI, against a real (temporary) Prefect API."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.issue_passes import IssueRequest, issue_passes
+from passflow.cli import app
+from passflow.errors import RejectRateExceeded
+from passflow.providers.skycore_links import verify_link
+from tests.test_issue_skycore import make_campaign, read_csv
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+
+def _artifacts() -> list[dict]:
+    """All artifacts, read over the REST API (omitting filter keys: this server version rejects nulls)."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    r = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json={"limit": 200, "sort": "CREATED_DESC"})
+    r.raise_for_status()
+    return r.json()
+
+
+def test_flow_issues_and_publishes_artifacts(tmp_path: Path) -> None:
+    path = make_campaign(tmp_path)
+    summary = issue_passes(IssueRequest(campaign=str(path)))
+    assert summary["issued_new"] == 293 and summary["rejected"] == 7
+    rows = read_csv(next(f for f in summary["export_files"] if "moengage" in f))
+    assert all(verify_link(r["skycore_pass_link"]) for r in rows)
+    arts = _artifacts()
+    kinds = {a["type"] for a in arts if a["key"] is None or a["key"].startswith("test-coupon")}
+    assert {"table", "markdown", "progress"} <= kinds
+    table = next(a for a in arts if a["key"] == "test-coupon-summary")
+    assert any(r["metric"] == "issued: new" and r["value"] == 293 for r in json.loads(table["data"]))
+    report = next(a for a in arts if a["key"] == "test-coupon-report")
+    assert "moengage" in report["data"] and "rejects" in report["data"]
+    # rerun from the flow: nothing new
+    again = issue_passes(IssueRequest(campaign=str(path)))
+    assert again["issued_new"] == 0 and again["skipped_unchanged"] == 293
+
+
+def test_flow_fails_on_reject_rate(tmp_path: Path) -> None:
+    state = issue_passes(IssueRequest(campaign=str(make_campaign(tmp_path, max_reject=0.0))), return_state=True)
+    assert state.is_failed()
+    assert isinstance(state.result(raise_on_failure=False), RejectRateExceeded)
+
+
+def test_parameter_schema_has_titles_and_no_secrets() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(issue_passes.fn).model_dump()
+    props = schema["definitions"]["IssueRequest"]["properties"]
+    for name, prop in props.items():
+        assert prop.get("title") and prop.get("description"), name
+        assert not any(s in name for s in ("secret", "token", "salt", "password")), name
+
+
+def test_cli_issue_dry_run_and_exit_codes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    path = make_campaign(tmp_path)
+    res = runner.invoke(app, ["issue", str(path), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "dry run" in res.output and "SPRING" not in res.output and "https://d2c.skycore.com" in res.output
+    assert not (tmp_path / "exports").exists()
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(path.read_text().replace("chunk_size", "chunk_sise"))
+    res = runner.invoke(app, ["issue", str(bad)])
+    assert res.exit_code == 2 and "chunk_sise" in res.output and "unknown key" in res.output
+    assert "Traceback" not in res.output
+
+    res = runner.invoke(app, ["issue", str(make_campaign(tmp_path / "strict", max_reject=0.0))])
+    assert res.exit_code == 3 and "nothing was issued" in res.output
+
+    res = runner.invoke(app, ["issue", str(path)])
+    assert res.exit_code == 0, res.output
+    export = next((tmp_path / "exports").glob("*moengage*.csv"))
+    res = runner.invoke(app, ["verify-link", "--export", str(export)])
+    assert res.exit_code == 0 and "293 of 293 links verify" in res.output
+
+
+def test_cli_does_not_leak_the_salt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PF_SALT", "cli-secret-salt-123")
+    path = make_campaign(tmp_path, salt='salt = { env = "PF_SALT" }')
+    res = CliRunner().invoke(app, ["issue", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "cli-secret-salt-123" not in res.output
+    assert "cli-secret-salt-123" not in os.environ.get("PREFECT__FLOW_PARAMS", "")

@@ -1,0 +1,92 @@
+"""The ledger on SQLite and PostgreSQL: upserts, lookups, intents, the campaign lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from passflow.ledger import CampaignLocked, Ledger
+
+
+def outcome(ids: list[str], status: str = "issued", fp: str = "f") -> pd.DataFrame:
+    now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    return pd.DataFrame(
+        {
+            "customer_id": ids,
+            "status": status,
+            "pass_id": [f"P{i}" for i in ids],
+            "pass_link": [f"https://x/{i}" for i in ids],
+            "fingerprint": fp,
+            "last_error": None,
+            "issued_at": now,
+        }
+    )
+
+
+def test_record_lookup_and_upsert(db_url: str) -> None:
+    led = Ledger(db_url)
+    led.record("c1", "skycore", outcome(["a", "b"]), "run1")
+    led.record("c2", "skycore", outcome(["a"]), "run1")  # campaigns are separate
+    led.record("c1", "skycore", outcome(["b", "c"], fp="g"), "run2")
+    got = led.lookup("c1", ["a", "b", "c", "zz"]).set_index("customer_id")
+    assert sorted(got.index) == ["a", "b", "c"]
+    assert got.loc["a", "fingerprint"] == "f" and got.loc["b", "fingerprint"] == "g"
+    assert led.status_counts("c1") == {"issued": 3}
+    assert led.status_counts("c2") == {"issued": 1}
+    led.close()
+
+
+def test_lookup_in_batches(db_url: str) -> None:
+    led = Ledger(db_url)
+    ids = [f"id{i}" for i in range(12_000)]
+    led.record("big", "skycore", outcome(ids), "r")
+    assert len(led.lookup("big", ids)) == 12_000
+    led.close()
+
+
+def test_pending_intent_counts_attempts(db_url: str) -> None:
+    led = Ledger(db_url)
+    rows = pd.DataFrame({"customer_id": ["a", "b"], "fingerprint": ["x", "y"]})
+    led.mark_pending("c", "passmachine", rows, "r1")
+    led.mark_pending("c", "passmachine", rows.iloc[:1], "r2")
+    got = led.rows("c").set_index("customer_id")
+    assert got.loc["a", "status"] == "pending" and got.loc["a", "attempts"] == 2
+    assert got.loc["b", "attempts"] == 1
+    led.record("c", "passmachine", outcome(["a"]), "r2")
+    assert led.status_counts("c") == {"issued": 1, "pending": 1}
+    led.close()
+
+
+def test_one_active_run_per_campaign(db_url: str) -> None:
+    led = Ledger(db_url)
+    led.acquire_lock("c", "run-a")
+    with pytest.raises(CampaignLocked, match="already being run"):
+        led.acquire_lock("c", "run-b")
+    led.acquire_lock("other", "run-b")  # other campaigns are not blocked
+    led.release_lock("c", "run-a")
+    led.acquire_lock("c", "run-b")
+    led.close()
+
+
+def test_lock_of_a_dead_process_is_taken_over(db_url: str) -> None:
+    led = Ledger(db_url)
+    code = (
+        "import sys; from passflow.ledger import Ledger; "
+        "Ledger(sys.argv[1]).acquire_lock('c', 'crashed-run')"
+    )
+    subprocess.run([sys.executable, "-c", code, db_url], check=True, env=os.environ.copy())
+    led.acquire_lock("c", "next-run")  # the holder's pid is gone: not a live run
+    led.close()
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    from passflow.errors import PassflowError
+
+    with pytest.raises(PassflowError, match="cannot open the ledger") as exc:
+        Ledger("postgresql+psycopg://user:pw-s3cret@127.0.0.1:1/nodb")
+    assert "pw-s3cret" not in str(exc.value)
