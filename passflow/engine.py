@@ -273,6 +273,8 @@ class IssueRun:
             )
         if not self.dry_run:
             self._open_exports()
+        # A campaign's first run has nothing to look up: skip a million-id lookup that finds nothing.
+        self._ledger_had_rows = self.ledger is not None and self.ledger.has_rows(self.campaign.name)
 
     @property
     def batch_count(self) -> int:
@@ -305,7 +307,7 @@ class IssueRun:
         ctx = DeliveryContext(run_id=self.run_id, campaign=self.campaign.name, now=self.now, log=self.log)
         prev = (
             self.ledger.lookup(self.campaign.name, df["customer_id"])
-            if self.ledger is not None
+            if self.ledger is not None and self._ledger_had_rows
             else pd.DataFrame(columns=["customer_id", "status", "fingerprint", "pass_id", "pass_link", "issued_at"])
         )
         prev = prev.rename(columns=lambda c: c if c == "customer_id" else f"prev_{c}")

@@ -132,9 +132,12 @@ def _normalise_email(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Return (normalised, ok) — emails trimmed, domain lower-cased; IDN/odd ones via email_validator."""
     values = values.str.strip()
     ok = values.str.match(_EMAIL_FAST) & (values.str.len() <= 254)
-    local = values.str.rpartition("@")[0]
-    domain = values.str.rpartition("@")[2]
-    out = values.where(~ok, local + "@" + domain.str.lower())
+    out = values.copy()
+    # Lower-case the domain only where it has capitals (rare): rpartition is a per-row Python call.
+    upper = ok & values.str.contains(r"@.*[A-Z]", regex=True)
+    if upper.any():
+        parts = values[upper].str.rpartition("@")
+        out.loc[upper] = parts[0] + "@" + parts[2].str.lower()
     slow = ~ok & (values != "")
     if slow.any():
         checked = {}

@@ -23,13 +23,20 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, unquote
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 # Characters left as they are in query values: RFC 3986 unreserved plus "@", ":" and "/", which are
 # legal in a query and keep emails readable. "+", "&", "=", "#", "%", space and anything non-ASCII
 # are percent-encoded.
 _SAFE = "@:/"
 _NEEDS_QUOTING = r"[^A-Za-z0-9_.~\-@:/]"
+# Printable ASCII that ``quote(safe=_SAFE)`` escapes; '%' must come first.
+_RESERVED_ASCII = "%" + "".join(
+    c for c in map(chr, range(0x20, 0x7F)) if c != "%" and not (c.isalnum() or c in "_.~-" + _SAFE)
+)
 CHECKSUM_PARAM = "checksum"
 
 
@@ -72,16 +79,42 @@ def build_link(
     return f"{url}&{CHECKSUM_PARAM}={_checksum(signed, salt, recipe)}"
 
 
+def _bytes_present(arr: pa.Array) -> np.ndarray:
+    """Which byte values occur anywhere in a string array: one pass over its data buffer."""
+    _, offsets, data = arr.buffers()
+    if data is None:
+        return np.zeros(256, dtype=bool)
+    off = np.frombuffer(offsets, dtype=np.int64)
+    raw = np.frombuffer(data, dtype=np.uint8)[off[arr.offset] : off[arr.offset + len(arr)]]
+    return np.bincount(raw, minlength=256) > 0
+
+
 def _encode_series(values: pd.Series) -> pd.Series:
-    """Percent-encode a column, calling ``quote`` only once per distinct value that needs it."""
+    """Percent-encode a column without a per-row ``quote`` call where it can be avoided.
+
+    Printable-ASCII values (phones with '+', messages with spaces) are encoded with one vectorised
+    replace per reserved character present; only values with other characters (non-ASCII, control)
+    go through ``quote``, once per distinct value.
+    """
     needs = values.str.contains(_NEEDS_QUOTING, regex=True)
     if not needs.any():
         return values
     out = values.copy()
     todo = values[needs]
-    codes, uniques = pd.factorize(todo)
-    encoded = pd.Series([encode_value(u) for u in uniques], dtype="str")
-    out[needs] = encoded.take(codes).to_numpy()
+    ascii_ok = todo.str.fullmatch(r"[\x20-\x7e]*")
+    simple = todo[ascii_ok]
+    if len(simple):
+        arr = pa.array(simple, type=pa.large_string())
+        present = _bytes_present(arr)
+        for ch in _RESERVED_ASCII:  # '%' first, so escapes added later are not re-escaped
+            if present[ord(ch)]:
+                arr = pc.replace_substring(arr, ch, f"%{ord(ch):02X}")
+        out.loc[simple.index] = pd.Series(arr, dtype="str", index=simple.index)
+    other = todo[~ascii_ok]
+    if len(other):
+        codes, uniques = pd.factorize(other)
+        encoded = pd.Series([encode_value(u) for u in uniques], dtype="str")
+        out.loc[other.index] = encoded.take(codes).to_numpy()
     return out
 
 
