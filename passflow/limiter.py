@@ -32,6 +32,11 @@ bucket at the end of one second and the refill at the start of the next. Instead
    actual start time, when the start is only a little late (up to ``interval / 2``), so event
    loop lateness does not accumulate into a lower rate; after an idle period it restarts from "now".
 
+Right before recording a start, the head of the line yields to the event loop once, so callbacks
+already queued (say, hundreds of tasks woken together) run *before* the start is recorded rather
+than between the start and the request going out. Measured against the sandbox in a separate
+process, the gap between a start and the request body being written is then typically < 10 ms.
+
 Saturated, starts come every ``interval`` seconds, i.e. ``N / (1 + safety_margin_s)`` per second:
 0.98 of the limit with the default 20 ms margin. The margin absorbs network jitter between our start
 and the vendor's arrival clock (a vendor counting arrivals would otherwise see ``N + 1`` in a window
@@ -47,15 +52,14 @@ time (it re-binds to a new loop when idle, so sequential ``asyncio.run`` calls m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 
 __all__ = ["RateLimiter"]
-import os
-_YIELD = os.environ.get("PF_NOYIELD") is None
 
 
 class RateLimiter:
@@ -139,14 +143,23 @@ class RateLimiter:
         if seconds > 0:
             self.pause_until(self._clock() + seconds)
 
-    async def acquire(self) -> None:
-        """Wait (FIFO) until a start is allowed, then take an in-flight slot."""
+    async def acquire(self, before_start: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Wait (FIFO) until a start is allowed, then take an in-flight slot.
+
+        ``before_start`` (optional) is awaited at the head of the line, before the start is timed, for
+        a prerequisite the request cannot go out without (e.g. a valid bearer token). It is called
+        again after every wait, so it must be cheap when already satisfied; if it raises, the caller
+        leaves the line without taking a start. This way no start is spent on a request that is not
+        ready, and a start is never recorded long before its request is actually sent.
+        """
         self._bind_loop()
         self._waiting += 1
         try:
             async with self._gate:
                 yielded = False
                 while True:
+                    if before_start is not None:
+                        await before_start()
                     now = self._clock()
                     due = self._earliest_start()
                     if now < due:
@@ -158,7 +171,7 @@ class RateLimiter:
                         self._slot_freed.clear()
                         await self._slot_freed.wait()
                         continue
-                    if not yielded and _YIELD:
+                    if not yielded:
                         # Let the callbacks already queued on the loop run first (e.g. hundreds of tasks
                         # woken together), so the request goes out right after its start is recorded: a
                         # start recorded early but sent late shrinks the spacing the vendor observes.
@@ -170,6 +183,15 @@ class RateLimiter:
                 self._record_start(now, due)
         finally:
             self._waiting -= 1
+
+    @contextlib.asynccontextmanager
+    async def slot(self, before_start: Callable[[], Awaitable[object]] | None = None) -> AsyncIterator[None]:
+        """``async with limiter.slot(before_start=...)``: :meth:`acquire` with a prerequisite."""
+        await self.acquire(before_start)
+        try:
+            yield
+        finally:
+            self.release()
 
     def release(self) -> None:
         """Give back the in-flight slot taken by :meth:`acquire`."""

@@ -292,12 +292,22 @@ def test_vendor_shortened_ttl_is_believed_without_refreshing_every_call(clock: F
 
 
 def test_fifty_concurrent_401s_share_one_refresh(vendor: FakeVendor) -> None:
-    vendor.latency = 0.005  # keep all 50 requests in flight together
+    all_in = asyncio.Event()
+    arrived = 0
+
+    async def held_until_all_fifty_arrived(v: FakeVendor, request: httpx.Request) -> httpx.Response:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 50:
+            all_in.set()
+        await all_in.wait()  # every request is in flight with the old token before any 401 returns
+        return v.normal(request)
 
     async def main() -> list[CallResult]:
         async with make_client(vendor, max_in_flight=50) as client:
             await client.tokens.get()
             vendor.revoke_all()  # every request now carries a rejected token
+            vendor.then("create", *[held_until_all_fifty_arrived] * 50)
             return await asyncio.gather(*(create(client, f"c{i}") for i in range(50)))
 
     results = asyncio.run(main())
@@ -308,7 +318,7 @@ def test_fifty_concurrent_401s_share_one_refresh(vendor: FakeVendor) -> None:
 
 
 def test_second_401_after_refresh_is_permanent(vendor: FakeVendor) -> None:
-    vendor.reject_all_bearers = True
+    vendor.reject_all_bearers = True  # e.g. credentials of another account: tokens never work
 
     async def main() -> CallResult:
         async with make_client(vendor) as client:
@@ -317,7 +327,7 @@ def test_second_401_after_refresh_is_permanent(vendor: FakeVendor) -> None:
     result = asyncio.run(main())
     assert not result.ok and result.permanent and not result.ambiguous
     assert result.attempts == 2 and vendor.calls["auth"] == 2
-    assert "401" in (result.error or "")
+    assert (result.error or "").startswith("HTTP 401 after a token refresh")
 
 
 def test_revocation_hits_only_requests_in_flight_not_the_queue(vendor: FakeVendor) -> None:

@@ -40,12 +40,13 @@ can issue a customer two passes. ``create_pass`` therefore separates outcomes by
   error/timeout, pool timeout): retried like any other call.
 * **Ambiguous** — read/write timeout, connection dropped after sending, 500/502/504, a 2xx we cannot
   read (or without ``data.id``): the request may have created the pass. With ``reconcile=True``
-  (default) the client waits ``reconcile_delay_s`` (so a slow original request can finish), looks
-  the pass up by ``metadata[lookup_metadata_key]`` (``GET …/passes?metadata.registered=…``) and, if a
-  pass with the same template and metadata exists, returns it (``reconciled=True``) instead of
-  creating another; only if none exists does it create again. With ``reconcile=False``, or when the
-  lookup key is missing from the metadata, or the lookup itself fails, it returns at once with
-  ``ambiguous=True`` and never re-creates — the caller keeps the row pending and reconciles later.
+  (default) the client waits ``reconcile_delay_s`` (default ``timeout_s``, so a slow original
+  request can finish; the wait holds no limiter slot), looks the pass up by
+  ``metadata[lookup_metadata_key]`` (``GET …/passes?metadata.registered=…``) and, if a pass with the
+  same template and metadata exists, returns it (``reconciled=True``) instead of creating another;
+  only if none exists does it create again. With ``reconcile=False``, or when the lookup key is
+  missing from the metadata, or the lookup itself fails, it returns at once with ``ambiguous=True``
+  and never re-creates — the caller keeps the row pending and reconciles later.
 
 A residual race remains: a vendor that takes longer than ``timeout_s + reconcile_delay_s`` to finish
 the original request can still create a duplicate after our lookup found nothing. A final result
@@ -124,7 +125,9 @@ class PassmachineSettings:
     backoff_max_s: float = 20.0
     lookup_metadata_key: str = "registered"
     max_retry_after_s: float = MAX_RETRY_AFTER_S  # longer Retry-After values are clamped to this
-    reconcile_delay_s: float = 1.0  # wait after an ambiguous create before looking the pass up
+    # Wait after an ambiguous create before looking the pass up; None = timeout_s (a request that
+    # timed out after timeout_s has most likely finished at the vendor within another timeout_s).
+    reconcile_delay_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -709,7 +712,8 @@ class PassmachineClient:
                         ambiguous=True,
                     )
                 # Give a slow original request time to finish before asking whether it did.
-                await asyncio.sleep(max(delay, self.settings.reconcile_delay_s))
+                settle = self.settings.reconcile_delay_s
+                await asyncio.sleep(max(delay, self.settings.timeout_s if settle is None else settle))
                 found = await find_existing()
                 if found is not None:
                     found.attempts = attempts
