@@ -176,20 +176,22 @@ def sandbox(
     latency_ms: Annotated[float, typer.Option(help="Added latency per request")] = 0.0,
     jitter_ms: Annotated[float, typer.Option(help="Random extra latency up to this")] = 0.0,
     max_in_flight: Annotated[int | None, typer.Option(help="Answer 429 beyond this many requests in flight")] = None,
-    max_per_second: Annotated[float | None, typer.Option(help="Answer 429 beyond this many requests per second")] = None,
+    max_per_second: Annotated[int | None, typer.Option(help="Answer 429 beyond this many requests per second")] = None,
 ) -> None:
     """Run the provider sandbox: a local server that behaves like Passmachine and Skycore."""
     from passflow.sandbox.runner import serve
+    from passflow.sandbox.state import SandboxConfig
 
-    console.print(f"provider sandbox on http://{host}:{port} (Passmachine: /passmachine, Skycore: /skycore, admin: /_admin/stats)")
-    serve(
-        host=host,
-        port=port,
-        latency_ms=latency_ms,
-        jitter_ms=jitter_ms,
-        max_in_flight=max_in_flight,
-        max_per_second=max_per_second,
+    config = SandboxConfig(
+        latency_ms=latency_ms, jitter_ms=jitter_ms, max_in_flight=max_in_flight, max_per_second=max_per_second
     )
+    console.print(
+        f"provider sandbox: Passmachine at http://{host}:{port}/passmachine (account 'demo', tokens "
+        "pm-public-demo / pm-secret-demo), Skycore at /skycore (API key sky-demo-key), stats at /_admin/stats",
+        highlight=False,
+        soft_wrap=True,
+    )
+    serve(host=host, port=port, config=config)
 
 
 @app.command("demo-db")

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from passflow.config import Campaign
-from passflow.errors import RejectRateExceeded
+from passflow.errors import RejectRateExceeded, VendorError
 from passflow.exports import AttributeExport, DbAttributeExport, write_report_csv
 from passflow.issuers import OUTCOME_COLUMNS, DeliveryContext, make_issuer
 from passflow.issuers.base import BASE_COLUMNS
@@ -354,6 +354,10 @@ class IssueRun:
         )
         assert self.ledger is not None
         self.ledger.record(self.campaign.name, self.campaign.provider, result[OUTCOME_COLUMNS], self.run_id)
+        stop_reason = getattr(self.issuer, "stop_reason", None)
+        if stop_reason:
+            # Recorded first, so the rerun knows exactly what was sent; then stop loudly.
+            raise VendorError(stop_reason)
 
         ok = result.loc[result["status"] == "issued"]
         delivered = ok.loc[~ok["customer_id"].isin(reconciled_ids)]

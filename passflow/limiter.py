@@ -6,6 +6,9 @@ One :class:`RateLimiter` guards every HTTP attempt a process makes to one vendor
     async with limiter:          # waits for its turn (FIFO), then holds an in-flight slot
         await client.post(...)   # the slot is released when the block exits
 
+    async with limiter.slot(before_start=tokens.get):  # prerequisite awaited at the head of the line
+        ...
+
 Guarantees
 ----------
 * At any moment, ``in_flight <= max_in_flight`` (Bloomreach's "throughput limit 10" is in-flight).

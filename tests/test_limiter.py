@@ -293,6 +293,42 @@ def test_real_time_pause_for_delays_everyone() -> None:
 # -- edges --------------------------------------------------------------------------------------
 
 
+def test_before_start_runs_at_the_head_and_a_failure_takes_no_start() -> None:
+    async def main() -> tuple[list[tuple[str, float]], RateLimiter]:
+        loop = asyncio.get_running_loop()
+        limiter = RateLimiter(5, 10, clock=loop.time)
+        events: list[tuple[str, float]] = []
+        ready = False
+
+        async def fetch_token() -> None:
+            nonlocal ready
+            if not ready:
+                events.append(("fetch", loop.time()))
+                await asyncio.sleep(0.5)  # everyone behind the head waits too: nobody could go anyway
+                ready = True
+
+        async def boom() -> None:
+            raise RuntimeError("no token")
+
+        async def job(name: str) -> None:
+            async with limiter.slot(before_start=fetch_token):
+                events.append((name, loop.time()))
+
+        async def failing() -> None:
+            with pytest.raises(RuntimeError):
+                async with limiter.slot(before_start=boom):
+                    raise AssertionError("must not start")
+
+        await asyncio.gather(job("a"), failing(), job("b"))
+        return events, limiter
+
+    events, limiter = run_virtual(main)
+    assert [e[0] for e in events] == ["fetch", "a", "b"]
+    assert events[1][1] == pytest.approx(0.5)  # timed after the prerequisite, not before it
+    assert events[2][1] == pytest.approx(0.5 + limiter.interval)
+    assert limiter.started == 2 and limiter.in_flight == 0
+
+
 def test_cancelled_waiter_does_not_leak_a_slot() -> None:
     async def main() -> RateLimiter:
         loop = asyncio.get_running_loop()

@@ -334,14 +334,15 @@ def test_revocation_hits_only_requests_in_flight_not_the_queue(vendor: FakeVendo
     """Queued requests read the token when they get their slot, so they carry the refreshed one."""
     vendor.latency = 0.005
 
-    async def main() -> list[CallResult]:
+    async def main() -> tuple[list[CallResult], RateLimiter]:
         async with make_client(vendor, max_in_flight=2) as client:
             await client.tokens.get()
             vendor.revoke_all()
-            return await asyncio.gather(*(create(client, f"c{i}") for i in range(20)))
+            return await asyncio.gather(*(create(client, f"c{i}") for i in range(20))), client.limiter
 
-    results = asyncio.run(main())
+    results, limiter = asyncio.run(main())
     assert all(r.ok for r in results)
+    assert limiter.started == vendor.calls["create"]  # no start wasted waiting for the new token
     assert vendor.statuses[("create", 401)] <= 2  # only the two in flight
     assert vendor.calls["auth"] == 2 and len(vendor.passes) == 20
 
@@ -548,6 +549,26 @@ def test_lookup_ignores_passes_of_another_template(vendor: FakeVendor) -> None:
     assert result.ok and not result.reconciled and result.attempts == 2
     assert vendor.calls["lookup"] == 2
     assert Counter(p["templateId"] for p in vendor.passes.values()) == {"tpl-other": 1, "tpl-1": 1}
+
+
+def test_a_timed_out_request_keeps_its_slot_while_the_vendor_may_still_work_on_it(vendor: FakeVendor) -> None:
+    vendor.then("get", fail(httpx.ReadTimeout), fail(httpx.ReadTimeout))
+
+    async def main() -> list[int]:
+        seen = []
+        async with make_client(vendor, timeout_s=0.2) as client:
+            result = await client.get_pass("nope")  # two timeouts, then a 404
+            assert result.status == 404 and result.attempts == 3
+            seen.append(client.limiter.in_flight)  # both timed-out attempts still count
+            await asyncio.sleep(0.3)
+            seen.append(client.limiter.in_flight)
+            vendor.then("get", fail(httpx.ReadTimeout))
+            await client.get_pass("nope")
+            seen.append(client.limiter.in_flight)
+        seen.append(client.limiter.in_flight)  # aclose gives held slots back
+        return seen
+
+    assert asyncio.run(main()) == [2, 0, 1, 0]
 
 
 def test_without_reconcile_an_ambiguous_create_is_reported_not_repeated(vendor: FakeVendor) -> None:

@@ -3,8 +3,11 @@
 Wire protocol: ``docs/sandbox-protocol.md`` (the sandbox implements it; the real base URL is
 ``https://api.passmachine.cz``). One :class:`PassmachineClient` owns one pooled
 ``httpx.AsyncClient`` and shares a :class:`~passflow.limiter.RateLimiter` with everything else that
-talks to the same account. Every HTTP attempt — token fetches included — takes one limiter slot for
-exactly the duration of that attempt; backoff sleeps happen *outside* the slot.
+talks to the same account. Every pass call attempt takes one limiter slot for exactly the duration of
+that attempt; backoff sleeps happen *outside* the slot. Token fetches do not take a slot: all queued
+requests wait for the token at the head of the limiter's line, so the fetch must not queue behind
+them; it is rare, and the vendor's throughput limit is about pass calls (the sandbox does not count
+``/authenticate`` either).
 
 Tokens
 ------
@@ -24,6 +27,8 @@ Retries (see :mod:`passflow.providers.http_retry` for the classification)
 --------------------------------------------------------------------------
 * 429 / 503 with ``Retry-After``: the whole limiter is paused for that long (the limit is shared by
   all requests), and this request waits at least that long too.
+* A read/write timeout keeps its limiter slot for another ``timeout_s`` (released in the
+  background): the vendor is most likely still working on it and counting it as in flight.
 * 408, 429, 5xx, timeouts, connection errors, unreadable 2xx: exponential backoff with full jitter,
   at most ``max_attempts`` HTTP attempts per call; then ``CallResult(ok=False, permanent=False,
   error="gave up after N attempts: <last reason>")``.
@@ -251,44 +256,6 @@ class _Redactor:
 
 
 # --------------------------------------------------------------------------------------------------
-# Transport helper shared by the token manager and the client
-# --------------------------------------------------------------------------------------------------
-
-
-class _Sender:
-    """One HTTP attempt through the limiter; exceptions are returned, not raised, for classification."""
-
-    def __init__(self, http: httpx.AsyncClient, limiter: RateLimiter, timeout: httpx.Timeout) -> None:
-        self.http = http
-        self.limiter = limiter
-        self.timeout = timeout
-
-    async def send(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: dict[str, str],
-        params: dict[str, str] | None = None,
-        content: bytes | None = None,
-        auth: httpx.Auth | None = None,
-    ) -> httpx.Response | httpx.RequestError:
-        async with self.limiter:  # one slot per attempt, held until the body has been read
-            try:
-                return await self.http.request(
-                    method,
-                    url,
-                    headers=headers,
-                    params=params,
-                    content=content,
-                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
-                    timeout=self.timeout,
-                )
-            except httpx.RequestError as exc:
-                return exc
-
-
-# --------------------------------------------------------------------------------------------------
 # Tokens
 # --------------------------------------------------------------------------------------------------
 
@@ -309,7 +276,7 @@ class TokenManager:
 
     def __init__(
         self,
-        sender: _Sender,
+        http: httpx.AsyncClient,
         settings: PassmachineSettings,
         *,
         public_token: Secret,
@@ -319,7 +286,8 @@ class TokenManager:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        self._sender = sender
+        self._http = http
+        self._timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
         self._settings = settings
         self._public = public_token
         self._secret = secret_token
@@ -331,6 +299,7 @@ class TokenManager:
         self._generation = 0
         self._inflight: asyncio.Future[BearerToken] | None = None
         self._proven: set[int] = set()  # generations the vendor has accepted at least once
+        self._fatal: AuthenticationError | None = None  # credentials refused: no point asking again
         self.fetches = 0  # successful /authenticate calls
         self.auth_requests = 0  # HTTP attempts to /authenticate
 
@@ -349,6 +318,8 @@ class TokenManager:
         tok = self._token
         if tok is not None and self._clock() < tok.refresh_at and self.current() is tok:
             return tok
+        if self._fatal is not None:
+            raise self._fatal
         return await self._refresh()
 
     def current(self) -> BearerToken | None:
@@ -374,6 +345,8 @@ class TokenManager:
             return tok  # someone refreshed since that request started
         if tok is not None and tok.generation == generation:
             self._token = None  # rejected: never hand it out again
+        if self._fatal is not None:
+            raise self._fatal
         return await self._refresh()
 
     async def aclose(self) -> None:
@@ -410,26 +383,39 @@ class TokenManager:
             else:
                 headers["X-Public-Token"] = self._public.reveal()
                 headers["X-Secret-Token"] = self._secret.reveal()
-            result = await self._sender.send(
-                "GET", "/authenticate", headers=headers, params={"validTo": str(asked_valid_to)}, auth=auth
-            )
+            # Not through the limiter: every queued request is waiting for this token (so it must not
+            # queue behind them), it is rare, and the vendor's throughput limit is on pass calls.
+            result: httpx.Response | httpx.RequestError
+            try:
+                result = await self._http.get(
+                    "/authenticate",
+                    headers=headers,
+                    params={"validTo": str(asked_valid_to)},
+                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                    timeout=self._timeout,
+                )
+            except httpx.RequestError as exc:
+                result = exc
             attempts += 1
             self.auth_requests += 1
             out = self._policy.classify(result, now=datetime.fromtimestamp(now, UTC))
             if out.kind == "ok":
-                return self._install(out, asked_valid_to)
+                try:
+                    return self._install(out, asked_valid_to)
+                except AuthenticationError as exc:
+                    self._fatal = exc
+                    raise
             if out.kind != "retry":
                 # "reauth" here is a 401 from /authenticate itself: the credentials are wrong.
                 hint = " (check the public/secret tokens and auth_style)" if out.kind == "reauth" else ""
-                raise AuthenticationError(
+                self._fatal = AuthenticationError(
                     self._redact(f"Passmachine authentication failed: {out.reason}{hint}"),
                     permanent=True,
                     status=out.status,
                 )
+                raise self._fatal
             last = out.reason
             log.debug("GET /authenticate attempt %d: %s", attempts, self._redact(out.reason))
-            if out.retry_after is not None and out.status in (429, 503):
-                self._sender.limiter.pause_for(out.retry_after)
             if attempts < self._policy.max_attempts:
                 await asyncio.sleep(self._policy.delay(attempts, out.retry_after, self._rng))
         raise AuthenticationError(
@@ -498,20 +484,19 @@ class PassmachineClient:
         basic = base64.b64encode(f"{public_token}:{secret_token}".encode()).decode("ascii")
         self._redact = _Redactor(public_token, secret_token, basic)
         self._timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
-        # One pooled client; at most max_in_flight requests run at once, so that many connections suffice.
+        # One pooled client; at most max_in_flight pass calls run at once, plus one token fetch.
         self._http = httpx.AsyncClient(
             base_url=settings.base_url,
             transport=transport,
             timeout=self._timeout,
             limits=httpx.Limits(
-                max_connections=limiter.max_in_flight, max_keepalive_connections=limiter.max_in_flight
+                max_connections=limiter.max_in_flight + 1, max_keepalive_connections=limiter.max_in_flight
             ),
             follow_redirects=False,
             headers={"User-Agent": "passflow"},
         )
-        self._sender = _Sender(self._http, limiter, self._timeout)
         self.tokens = TokenManager(
-            self._sender,
+            self._http,
             settings,
             public_token=Secret(public_token),
             secret_token=Secret(secret_token),
@@ -520,6 +505,7 @@ class PassmachineClient:
             clock=clock,
             rng=rng,
         )
+        self._held: set[asyncio.TimerHandle] = set()  # slots kept for timed-out requests
         account = quote(settings.account, safe="")
         self._passes_path = f"/accounts/{account}/passes"
 
@@ -541,6 +527,10 @@ class PassmachineClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        for handle in list(self._held):  # give back slots still held for timed-out requests
+            handle.cancel()
+            self.limiter.release()
+        self._held.clear()
         await self.tokens.aclose()
         await self._http.aclose()
 
@@ -647,15 +637,14 @@ class PassmachineClient:
         stale_spins = 0
         while attempts < policy.max_attempts:
             try:
-                await self.tokens.get()  # fetch or refresh *before* queueing for a slot
-            except PassmachineError as exc:
+                token, result = await self._attempt(
+                    method, path, params=params, content=content, content_type=content_type
+                )
+            except PassmachineError as exc:  # no usable token (credentials refused, or /authenticate down)
                 return self._token_failure(exc, attempts, unresolved and not idempotent)
-            token, result = await self._attempt(
-                method, path, params=params, content=content, content_type=content_type
-            )
             if token is None or result is None:
-                # The token was rejected and is being replaced while we queued: wait for the new one.
-                # No request was sent (the limiter start is simply not used).
+                # Defensive: the token vanished between the head-of-line check and the start (not
+                # expected, as nothing awaits in between). No request was sent; try again.
                 stale_spins += 1
                 if stale_spins > 100:
                     return CallResult(
@@ -747,11 +736,14 @@ class PassmachineClient:
         content: bytes | None,
         content_type: str | None,
     ) -> tuple[BearerToken | None, httpx.Response | httpx.RequestError | None]:
-        """One HTTP attempt in one limiter slot. The token is read *inside* the slot, so a request
-        that queued while the token was replaced carries the new one (after a revocation, only the
-        requests already in flight get a 401, not the whole queue). Returns ``(None, None)`` without
-        sending when no usable token is installed at that moment."""
-        async with self.limiter:
+        """One HTTP attempt in one limiter slot. The token is made valid at the head of the limiter's
+        line (``before_start``) and read right at the start, so a request that queued while the token
+        was replaced carries the new one (after a revocation only the requests already in flight get a
+        401, not the whole queue), and no start is spent waiting for a token. Returns ``(None, None)``
+        without sending if no usable token is installed at that moment (should not happen)."""
+        await self.limiter.acquire(before_start=self.tokens.get)
+        release_now = True
+        try:
             token = self.tokens.current()
             if token is None:
                 return None, None
@@ -766,9 +758,30 @@ class PassmachineClient:
                 response = await self._http.request(
                     method, path, headers=headers, params=params, content=content, timeout=self._timeout
                 )
+            except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+                # We gave up waiting, but the vendor is probably still working on the request and
+                # counting it against its in-flight limit: keep the slot for another timeout_s so a
+                # slow vendor is not handed more concurrent work than the limit (it would answer 429).
+                release_now = False
+                self._hold_slot(self.settings.timeout_s)
+                return token, exc
             except httpx.RequestError as exc:
                 return token, exc
             return token, response
+        finally:
+            if release_now:
+                self.limiter.release()
+
+    def _hold_slot(self, seconds: float) -> None:
+        """Release one limiter slot ``seconds`` from now (without making the caller wait)."""
+        handle: asyncio.TimerHandle | None = None
+
+        def release() -> None:
+            self._held.discard(handle)  # type: ignore[arg-type]
+            self.limiter.release()
+
+        handle = asyncio.get_running_loop().call_later(seconds, release)
+        self._held.add(handle)
 
     def _token_failure(self, exc: PassmachineError, attempts: int, ambiguous: bool) -> CallResult:
         return CallResult(

@@ -27,6 +27,7 @@ import jsonpointer
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from passflow.providers import skycore_links
@@ -118,6 +119,9 @@ async def _json_body(request: Request) -> Any:
         return json.loads(await request.body())
     except ValueError:
         raise SandboxError(400, "request body is not valid JSON") from None
+    except ClientDisconnect:
+        # The client went away mid-request (killed, timed out): nothing to answer, nothing to log.
+        raise SandboxError(499, "client disconnected") from None
 
 
 def create_app(config: SandboxConfig | None = None) -> FastAPI:

@@ -36,6 +36,12 @@ FaultKind = Literal[
     "malformed_after_commit",
 ]
 #: Faults that let the endpoint do its work first, then spoil the response.
+# The sandbox's built-in demo credentials (not secrets: they only open the local sandbox).
+DEMO_ACCOUNT = "demo"
+DEMO_PUBLIC_TOKEN = "pm-public-demo"
+DEMO_SECRET_TOKEN = "pm-secret-demo"
+DEMO_SKYCORE_API_KEY = "sky-demo-key"
+
 AFTER_COMMIT_KINDS = frozenset({"slow_after_commit", "drop_after_commit", "malformed_after_commit"})
 #: Passmachine endpoints that are rate/in-flight limited and timed (not /authenticate).
 LIMITED_ENDPOINTS = frozenset({"create", "get", "lookup", "update"})
@@ -90,7 +96,7 @@ class FaultRule(BaseModel):
 
 
 def _default_accounts() -> list[Account]:
-    return [Account(name="demo", public_token="pm-public-demo", secret_token="pm-secret-demo")]
+    return [Account(name=DEMO_ACCOUNT, public_token=DEMO_PUBLIC_TOKEN, secret_token=DEMO_SECRET_TOKEN)]
 
 
 class SandboxConfig(BaseModel):
@@ -98,7 +104,7 @@ class SandboxConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     accounts: list[Account] = Field(default_factory=_default_accounts)
-    skycore_api_keys: list[str] = Field(default_factory=lambda: ["sky-demo-key"])
+    skycore_api_keys: list[str] = Field(default_factory=lambda: [DEMO_SKYCORE_API_KEY])
     latency_ms: float = Field(0.0, ge=0)
     jitter_ms: float = Field(0.0, ge=0)
     max_in_flight: int | None = Field(None, ge=1, description="per account; None = unlimited")
