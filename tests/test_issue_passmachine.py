@@ -124,7 +124,7 @@ def assert_exactly_once(sandbox: SandboxHandle, campaign_path: Path, export_rows
     ledger.close()
     assert stats["duplicates"] == 0, stats["duplicate_keys"][:5]
     assert stats["customers"] == stats["passes_created"] == len(issued) == n
-    assert sorted(r["ID"] for r in export_rows) == sorted(issued["customer_id"]) 
+    assert sorted(r["ID"] for r in export_rows) == sorted(issued["customer_id"])
     vendor = {p["id"]: p for p in sandbox.admin.passes()}
     for r in export_rows:
         p = vendor[r["passmachine_pass_id"]]
@@ -214,7 +214,8 @@ def test_some_permanent_errors_do_not_stop_the_run(tmp_path: Path, sandbox: Sand
     path = make(tmp_path, sandbox, rows=300)
     result = run_issue(load_campaign(path))
     assert result.counts.failed == 6
-    failed = list(csv.DictReader(open(result.failures_file, encoding="utf-8")))
+    with open(result.failures_file, encoding="utf-8") as fh:
+        failed = list(csv.DictReader(fh))
     assert len(failed) == 6 and all(r["status"] == "failed" and r["reason"] for r in failed)
     # rerun retries exactly the failed rows
     sandbox.admin.configure(faults=[])

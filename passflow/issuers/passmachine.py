@@ -15,6 +15,7 @@ that is clearly misconfigured (e.g. every call answers 400) instead of burning t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -151,10 +152,9 @@ class PassmachineIssuer(Issuer):
     def close(self) -> None:
         if self._loop is not None:
             if self._client is not None:
-                try:
+                # closing must not mask the run's own error
+                with contextlib.suppress(Exception):
                     self._loop.run(self._client.aclose())
-                except Exception:  # noqa: BLE001 - closing must not mask the run's own error
-                    pass
             self._loop.close()
         self._loop = self._client = None
 
