@@ -73,6 +73,15 @@ def _print_summary(summary: dict) -> None:
         console.print(f"failed rows: {summary['failures_file']}", highlight=False, soft_wrap=True, markup=False)
 
 
+def _print_preview(rows: list[dict[str, str]]) -> None:
+    table = Table(title="would issue (first rows)", show_lines=True)
+    for col in rows[0]:
+        table.add_column(col.strip("_"), overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(str(v)) for v in row.values()))
+    console.print(table)
+
+
 @app.command()
 def issue(
     campaign: Annotated[Path, typer.Argument(help="Campaign TOML file, e.g. data/campaigns/skycore-coupon.toml")],
@@ -111,7 +120,7 @@ def issue(
     summary = state.result()
     _print_summary(summary)
     if summary.get("dry_run") and summary.get("preview"):
-        console.print(summary["preview"])
+        _print_preview(summary["preview"])
     if summary.get("failed"):
         raise typer.Exit(1)
 

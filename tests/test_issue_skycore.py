@@ -137,8 +137,14 @@ def test_rerun_issues_nothing_and_changed_rows_reissue(tmp_path: Path) -> None:
 def test_sql_segment_sqlite(tmp_path: Path) -> None:
     build_crm_db(tmp_path / "crm.db", rows=120)
     src = 'sql_url = "sqlite:///crm.db"\nquery = "select customer_id, first_name, email, phone from customers where opted_in = 1"'
-    result = run_issue(load_campaign(make_campaign(tmp_path, source=src, chunk=25)))
+    path = make_campaign(tmp_path, source=src, chunk=25)
+    # write the attributes back into the CRM database too
+    path.write_text(path.read_text() + '\n[export.db]\nurl = "sqlite:///crm.db"\ntable = "pass_attributes"\n')
+    result = run_issue(load_campaign(path))
     assert result.counts.read == 96 and result.counts.issued_new == 96 and result.counts.rejected == 0
+    with sqlite3.connect(tmp_path / "crm.db") as con:
+        rows = con.execute("select customer_id, skycore_pass_link from pass_attributes").fetchall()
+    assert len(rows) == 96 and all(verify_link(link) for _, link in rows)
 
 
 @pytest.mark.postgres
