@@ -245,15 +245,14 @@ class PassmachineIssuer(Issuer):
 
     async def _reconcile(self, pending: pd.DataFrame, client: PassmachineClient) -> pd.DataFrame:
         key = self.cfg.lookup_metadata_key
-        sem = asyncio.Semaphore(self.limits.max_in_flight)
 
         async def one(cid: str, fp: str) -> dict[str, Any] | None:
-            async with sem:
-                try:
-                    found = await client.find_passes(key, cid)
-                except PassmachineError as exc:
-                    # Cannot tell whether a pass exists: never create a possible duplicate.
-                    return _outcome(cid, fp, "pending", error=f"could not reconcile (will retry next run): {exc}")
+            # The client's limiter bounds these lookups like any other call.
+            try:
+                found = await client.find_passes(key, cid)
+            except PassmachineError as exc:
+                # Cannot tell whether a pass exists: never create a possible duplicate.
+                return _outcome(cid, fp, "pending", error=f"could not reconcile (will retry next run): {exc}")
             mine = [p for p in found if p.get("templateId") in (None, self.cfg.template_id)]
             if not mine:
                 return None  # nothing was created: the engine creates it now
