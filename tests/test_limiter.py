@@ -225,8 +225,8 @@ def test_evenly_spaced_not_bursty() -> None:
 
     trace, limiter = run_virtual(main)
     gaps = [b - a for a, b in zip(trace.starts, trace.starts[1:], strict=False)]
-    assert limiter.interval == pytest.approx(0.102)
-    assert all(g == pytest.approx(0.102, abs=1e-9) for g in gaps)
+    assert limiter.interval == pytest.approx(0.103)
+    assert all(g == pytest.approx(0.103, abs=1e-9) for g in gaps)
 
 
 def test_in_flight_cap_binds_before_rate() -> None:
