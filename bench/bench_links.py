@@ -150,6 +150,9 @@ def main() -> None:
     print(f"naive csv+hashlib loop       {naive_s:8.2f} s   {rows / naive_s:>10,.0f} rows/s   peak RSS {naive_rss:6.0f} MB")
     print(f"passflow issue-passes flow   {res['flow_s']:8.2f} s   {rows / res['flow_s']:>10,.0f} rows/s   peak RSS {flow_rss:6.0f} MB")
     print(f"  of which stage/deliver     {s.get('stage_s', 0):8.2f} s / {s.get('deliver_s', 0):.2f} s")
+    other = s.get("total_s", 0) - s.get("read_s", 0) - s.get("stage_s", 0) - s.get("deliver_s", 0)
+    print(f"  read source / rest of run  {s.get('read_s', 0):8.2f} s / {other:.2f} s")
+    print(f"  Prefect tasks & artifacts  {res['flow_s'] - s.get('total_s', 0):8.2f} s   (flow time outside the run)")
     print(f"  Prefect API start-up       {res['startup_s']:8.2f} s   (fixed cost per process, not per row)")
     print(f"speed-up vs naive            {naive_s / res['flow_s']:8.2f} x")
     result = {"rows": rows, "naive_s": naive_s, "flow_s": res["flow_s"], "ratio": naive_s / res["flow_s"],

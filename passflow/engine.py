@@ -32,7 +32,6 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.ipc as ipc
 
 from passflow.config import Campaign
 from passflow.errors import RejectRateExceeded, VendorError
@@ -41,6 +40,18 @@ from passflow.issuers import OUTCOME_COLUMNS, DeliveryContext, make_issuer
 from passflow.issuers.base import BASE_COLUMNS
 from passflow.ledger import Ledger
 from passflow.sources import MalformedRow, read_csv_chunks, read_sql_chunks
+from passflow.staging import (
+    LedgerWriter,
+    Spool,
+    StagedChunk,
+    StagePool,
+    WorkerSpec,
+    apply_run_checks,
+    pool_workers,
+    release_memory,
+    same_sqlite_file,
+    wants_pool,
+)
 from passflow.validate import ROW, FieldRules, Rejects, SeenKeys, check_columns, validate_chunk
 
 log = logging.getLogger("passflow")
@@ -162,12 +173,11 @@ class IssueRun:
         self.issuer = make_issuer(campaign, self.now, dry_run=dry_run)
         self.seen = SeenKeys()
         self._workdir = Path(tempfile.mkdtemp(prefix="passflow-run-"))
-        self._spool_path = self._workdir / "spool.arrow"
-        self._spool_writer: ipc.RecordBatchFileWriter | None = None
-        self._spool_reader: ipc.RecordBatchFileReader | None = None
         self._schema = pa.schema(
-            [(ROW, pa.int64())] + [(c, pa.string()) for c in BASE_COLUMNS[1:] + self.issuer.extra_columns]
+            [(ROW, pa.int64())] + [(c, pa.large_string()) for c in BASE_COLUMNS[1:] + self.issuer.extra_columns]
         )
+        self._spool = Spool(self._workdir, self._schema)  # one Arrow file per staged chunk
+        self._spool_reader: Spool | None = None  # the spool, once staging is over
         self._reject_frames: list[pd.DataFrame] = []
         self._failure_frames: list[pd.DataFrame] = []
         self._columns_checked = False
@@ -177,12 +187,16 @@ class IssueRun:
         self._locked = False
         self.exports: list[AttributeExport] = []
         self.db_export: DbAttributeExport | None = None
+        self._pool: StagePool | None = None  # worker processes of a big run (passflow.staging)
+        self._pooling = False  # chunks go to the pool (from then on, all of them: order matters)
+        self._ledger_writer: LedgerWriter | None = None
 
         if not dry_run:
             self.ledger = Ledger(campaign.ledger.url)
             self.ledger.acquire_lock(campaign.name, self.run_id)
             self._locked = True
             self.ledger.start_run(self.run_id, campaign.name, flow_name)
+            self._start_pool_if_big()  # the workers start while the first chunk is read
         elif _ledger_exists(campaign.ledger.url):
             self.ledger = Ledger(campaign.ledger.url)
 
@@ -191,8 +205,9 @@ class IssueRun:
         """Stream the segment. Ragged CSV rows are collected and rejected with the next chunk."""
         src = self.campaign.source
         self._malformed: list[MalformedRow] = []
+        t0 = time.perf_counter()
         if src.csv:
-            yield from read_csv_chunks(
+            chunks = read_csv_chunks(
                 src.csv,
                 encoding=src.encoding,
                 delimiter=src.delimiter,
@@ -200,9 +215,12 @@ class IssueRun:
                 malformed=self._malformed,
             )
         else:
-            yield from read_sql_chunks(
-                src.sql_url or "", table=src.table, query=src.query, chunk_size=src.chunk_size
-            )
+            chunks = read_sql_chunks(src.sql_url or "", table=src.table, query=src.query, chunk_size=src.chunk_size)
+        for chunk in chunks:
+            self.timings["read_s"] = self.timings.get("read_s", 0.0) + time.perf_counter() - t0
+            yield chunk
+            t0 = time.perf_counter()
+        self.timings["read_s"] = self.timings.get("read_s", 0.0) + time.perf_counter() - t0
 
     @property
     def source_label(self) -> str:
@@ -226,27 +244,75 @@ class IssueRun:
         if not self._columns_checked:
             check_columns(list(chunk.columns), self.rules, self.issuer.template_columns(), self.source_label)
             self._columns_checked = True
-        self.counts.read += len(chunk)
+        n_read = len(chunk)
+        self.counts.read += n_read
+        if n_read and self._use_pool():
+            assert self._pool is not None
+            n_rej = self._keep_rejects(rejects)  # malformed rows
+            n = 0
+            for staged in self._pool.submit(chunk, self._spool.reserve()):
+                n_more, n_rej_more = self._apply_staged(staged)
+                n, n_rej = n + n_more, n_rej + n_rej_more
+        else:
+            n, n_rej = self._stage_here(chunk, rejects)
+        release_memory()
+        self.timings["stage_s"] = self.timings.get("stage_s", 0.0) + time.perf_counter() - t0
+        return {"rows": n_read, "prepared": n, "rejected": n_rej}
+
+    def _stage_here(self, chunk: pd.DataFrame, rejects: Rejects) -> tuple[int, int]:
         good = validate_chunk(chunk, self.rules, self.seen, rejects)
         prepared = self.issuer.prepare(good, rejects) if len(good) else None
+        n = 0
+        if prepared is not None and len(prepared):
+            self._spool.write(prepared)
+            n = len(prepared)
+            self.counts.prepared += n
+        return n, self._keep_rejects(rejects)
+
+    def _keep_rejects(self, rejects: Rejects) -> int:
         rej = rejects.frame()
         if len(rej):
             self._reject_frames.append(rej)
             self.reasons.update(rej["reason_code"].tolist())
             self.counts.rejected += len(rej)
-        n = 0
-        if prepared is not None and len(prepared):
-            table = pa.Table.from_pandas(prepared[self._schema.names], schema=self._schema, preserve_index=False)
-            if self._spool_writer is None:
-                self._spool_writer = ipc.new_file(str(self._spool_path), self._schema)
-            self._spool_writer.write_table(table)
-            n = len(prepared)
+        return len(rej)
+
+    # A big run stages in worker processes (passflow.staging): they validate and prepare chunks
+    # while this process reads the next one; the run-wide checks are applied here, in chunk order.
+    def _start_pool_if_big(self) -> None:
+        if self._pool is None and wants_pool(self.issuer, csv_path=self.campaign.source.csv, rows_read=self.counts.read):
+            make = self.issuer.worker_factory()  # type: ignore[attr-defined]
+            self._pool = StagePool(WorkerSpec(make, self.rules, self._schema), pool_workers()).start()
+
+    def _use_pool(self) -> bool:
+        """Whether this chunk goes to the workers: once they are up (until then, stage here)."""
+        if self._pooling:
+            return True  # and every later chunk: chunks must be applied in order
+        if self._pool is None:
+            self._start_pool_if_big()
+        elif self._pool.failed is not None:
+            self.log.warning("staging without worker processes: %s", self._pool.failed)
+            self._pool.close()
+            self._pool = None
+        self._pooling = self._pool is not None and self._pool.ready
+        return self._pooling
+
+    def _apply_staged(self, staged: StagedChunk) -> tuple[int, int]:
+        rejects = Rejects()
+        segment, n = apply_run_checks(staged, self.seen, self.issuer, rejects, self._schema)
+        if segment is not None:
+            self._spool.add(segment)
             self.counts.prepared += n
-        self.timings["stage_s"] = self.timings.get("stage_s", 0.0) + time.perf_counter() - t0
-        return {"rows": len(chunk), "prepared": n, "rejected": len(rej)}
+        return n, self._keep_rejects(rejects)
 
     def end_staging(self) -> None:
         """Flush the spool, write the rejects file, and stop here if the reject rate is too high."""
+        if self._pooling:
+            assert self._pool is not None
+            t0 = time.perf_counter()
+            for staged in self._pool.drain():
+                self._apply_staged(staged)
+            self.timings["stage_s"] = self.timings.get("stage_s", 0.0) + time.perf_counter() - t0
         for m in getattr(self, "_malformed", []):  # ragged rows after the last chunk
             self._reject_frames.append(
                 pd.DataFrame({"row": [m.row], "customer_id": [""], "reason_code": ["malformed_row"], "reason": [m.reason]})
@@ -254,9 +320,8 @@ class IssueRun:
             self.reasons["malformed_row"] += 1
             self.counts.rejected += 1
             self.counts.read += 1
-        if self._spool_writer is not None:
-            self._spool_writer.close()
-            self._spool_reader = ipc.open_file(str(self._spool_path))
+        if self._spool.num_record_batches:
+            self._spool_reader = self._spool
         if self._reject_frames and not self.dry_run:
             rejects = pd.concat(self._reject_frames, ignore_index=True).sort_values("row", kind="stable")
             path = self._report_path("rejects")
@@ -275,6 +340,7 @@ class IssueRun:
             self._open_exports()
         # A campaign's first run has nothing to look up: skip a million-id lookup that finds nothing.
         self._ledger_had_rows = self.ledger is not None and self.ledger.has_rows(self.campaign.name)
+        self._start_ledger_writer()
 
     @property
     def batch_count(self) -> int:
@@ -298,6 +364,38 @@ class IssueRun:
             )
         if exp.db:
             self.db_export = DbAttributeExport(url=exp.db.url, table=exp.db.table, provider=self.campaign.provider)
+
+    # A big run records its batches in a pool worker while it plans and exports the next one.
+    def _start_ledger_writer(self) -> None:
+        exp_db = self.campaign.export.db
+        if (
+            self._pooling
+            and self.ledger is not None
+            and not self.dry_run
+            # an export table in the ledger's SQLite file would queue behind the writer's lock
+            and not (exp_db is not None and same_sqlite_file(exp_db.url, self.campaign.ledger.url))
+        ):
+            assert self._pool is not None
+            self._ledger_writer = self._pool.ledger_writer(self.campaign.ledger.url, self._workdir)
+
+    def _record(self, outcomes: pd.DataFrame) -> None:
+        assert self.ledger is not None
+        release_memory()  # what the previous batch left, before this one's exports
+        if self._ledger_writer is not None:
+            self._ledger_writer.record(self.campaign.name, self.campaign.provider, outcomes, self.run_id)
+        else:
+            self.ledger.record(self.campaign.name, self.campaign.provider, outcomes, self.run_id)
+
+    def _batch_done(self) -> None:
+        assert self.ledger is not None
+        if self._ledger_writer is None:  # else the writer refreshes the lock after each batch
+            self.ledger.heartbeat(self.campaign.name, self.run_id)
+        release_memory()
+
+    def _wait_for_ledger(self) -> None:
+        """Every batch is in the ledger (raises a background write's error)."""
+        if self._ledger_writer is not None:
+            self._ledger_writer.wait()
 
     def deliver_batch(self, index: int) -> dict[str, int]:
         """Plan one spooled batch against the ledger, issue what is needed, record it, export it."""
@@ -352,8 +450,7 @@ class IssueRun:
         result = (
             pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
         )
-        assert self.ledger is not None
-        self.ledger.record(self.campaign.name, self.campaign.provider, result[OUTCOME_COLUMNS], self.run_id)
+        self._record(result[OUTCOME_COLUMNS])
         stop_reason = getattr(self.issuer, "stop_reason", None)
         if stop_reason:
             # Recorded first, so the rerun knows exactly what was sent; then stop loudly.
@@ -397,12 +494,13 @@ class IssueRun:
         if self.db_export is not None:
             self.db_export.write(rows_out)
         c.exported += len(rows_out)
-        self.ledger.heartbeat(self.campaign.name, self.run_id)
+        self._batch_done()
         self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
         return {"rows": len(df), "issued": len(ok), "failed": len(bad), "exported": len(rows_out)}
 
     # --- the end ------------------------------------------------------------------------------
     def commit(self) -> RunResult:
+        self._wait_for_ledger()  # before any export file appears: a failed write must leave none
         files: list[str] = []
         for exp in self.exports:
             files.extend(str(p) for p in exp.commit())
@@ -422,6 +520,10 @@ class IssueRun:
         """Remove partial exports; keep the ledger (it is what makes the rerun resume)."""
         for exp in self.exports:
             exp.abort()
+        try:
+            self._wait_for_ledger()  # the batch being written lands (or fails) before the run ends
+        except Exception as exc:  # noqa: BLE001 - never mask the original error
+            self.log.warning("the last ledger batch was not recorded: %s: %s", type(exc).__name__, exc)
         if self.ledger is not None and not self.dry_run:
             self.timings["total_s"] = time.perf_counter() - self._started
             summary = self._result([], None).summary()
@@ -433,11 +535,10 @@ class IssueRun:
         self.close()
 
     def close(self) -> None:
-        if self._spool_writer is not None and self._spool_reader is None:
-            try:
-                self._spool_writer.close()
-            except Exception:  # noqa: BLE001
-                pass
+        if self._pool is not None:  # first: workers may still be writing into the work directory
+            self._ledger_writer = None
+            self._pool.close()
+            self._pool = None
         self._spool_reader = None
         shutil.rmtree(self._workdir, ignore_errors=True)
         self.issuer.close()

@@ -44,12 +44,13 @@ applies to every cell, the customer id included: an id such as `@alice` is expor
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,6 +67,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from passflow.errors import PassflowError
+from passflow.seen import SeenKeys, hash_keys
 
 __all__ = [
     "AttributeExport",
@@ -79,6 +81,8 @@ log = logging.getLogger(__name__)
 ExportKind = Literal["moengage", "bloomreach"]
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_FIRST_BYTE = np.zeros(256, dtype=bool)
+_FORMULA_FIRST_BYTE[[ord(c) for c in _FORMULA_PREFIXES]] = True
 # [0-9], not \d: \d also matches non-ASCII digits, which are not "plain numbers" to a spreadsheet.
 _PLAIN_NUMBER = r"[+-]?[0-9]+(?:\.[0-9]+)?"
 _NEEDS_QUOTES = r'[",\r\n]'
@@ -102,8 +106,7 @@ def neutralise_formulas(s: pd.Series) -> pd.Series:
     """
     if not isinstance(s.dtype, pd.StringDtype):
         s = s.astype("str")
-    # first character in a set: 3x faster than str.startswith(tuple), which scans once per prefix
-    risky = s.str[:1].isin(_FORMULA_PREFIXES).to_numpy(dtype=bool, na_value=False)
+    risky = _starts_with_formula_prefix(_to_large_string(s))
     if not risky.any():
         return s
     risky_pos = np.flatnonzero(risky)
@@ -115,6 +118,26 @@ def neutralise_formulas(s: pd.Series) -> pd.Series:
     out = s.copy()
     out.iloc[fix_pos] = "'" + s.iloc[fix_pos]
     return out
+
+
+def _starts_with_formula_prefix(arr: pa.Array) -> np.ndarray:
+    """Per cell, whether its first character is a formula prefix (False for empty and missing cells).
+
+    Every prefix is one ASCII byte, and a UTF-8 lead byte of a longer character is never ASCII, so
+    the first byte of each cell, read straight off the Arrow buffers, decides.
+    """
+    n = len(arr)
+    risky = np.zeros(n, dtype=bool)
+    _, offsets_buf, data_buf = arr.buffers()
+    if n == 0 or data_buf is None:
+        return risky
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    starts = offsets[:-1]
+    cells = np.flatnonzero(offsets[1:] > starts)
+    risky[cells] = _FORMULA_FIRST_BYTE[np.frombuffer(data_buf, dtype=np.uint8)[starts[cells]]]
+    if arr.null_count:
+        risky &= np.asarray(arr.is_valid())
+    return risky
 
 
 def cleanup_stale_partials(directory: Path | str, *, min_age_seconds: float = 3600.0) -> list[Path]:
@@ -172,8 +195,24 @@ def _has_structural_bytes(arr: pa.Array) -> bool:
     if data_buf is None:
         return False
     offsets = np.frombuffer(offsets_buf, dtype=np.int64)
-    data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[arr.offset] : offsets[arr.offset + len(arr)]]
+    start, stop = int(offsets[arr.offset]), int(offsets[arr.offset + len(arr)])
+    if _memchr is not None:  # libc's memchr: 4x faster than a numpy comparison per byte value
+        return any(_memchr(data_buf.address + start, b, stop - start) for b in _STRUCTURAL_BYTES)
+    data = np.frombuffer(data_buf, dtype=np.uint8)[start:stop]
     return any(bool((data == b).any()) for b in _STRUCTURAL_BYTES)
+
+
+def _load_memchr() -> Callable[[int, int, int], int | None] | None:
+    try:
+        fn = (ctypes.CDLL(None) if os.name == "posix" else ctypes.cdll.msvcrt).memchr
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_void_p
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    return fn
+
+
+_memchr = _load_memchr()
 
 
 def _quote_cells(arr: pa.Array) -> pa.Array:
@@ -213,38 +252,8 @@ def _line_bytes(lines: pa.Array, start: int, stop: int) -> memoryview:
     return memoryview(data_buf)[int(offsets[base + start]) : int(offsets[base + stop])]
 
 
-class _SeenHashes:
-    """Set of 64-bit id hashes in a few sorted numpy runs: 8 bytes per customer, no row data kept.
-
-    Runs are merged like a binary counter (a run is merged into its predecessor while that is at most
-    twice its size), so there are O(log n) runs and merging is amortised O(n log n).
-    """
-
-    def __init__(self) -> None:
-        self._runs: list[np.ndarray] = []
-
-    def contains(self, hashes: np.ndarray) -> np.ndarray:
-        hit = np.zeros(hashes.shape[0], dtype=bool)
-        if not self._runs:
-            return hit
-        # sorted needles make searchsorted walk each run once (4x faster than random order)
-        order = np.argsort(hashes)
-        needles = hashes[order]
-        found = np.zeros(needles.shape[0], dtype=bool)
-        for run in self._runs:
-            pos = np.minimum(np.searchsorted(run, needles), run.shape[0] - 1)
-            found |= run[pos] == needles
-        hit[order] = found
-        return hit
-
-    def add(self, hashes: np.ndarray) -> None:
-        if hashes.size == 0:
-            return
-        run = np.sort(hashes)
-        while self._runs and self._runs[-1].shape[0] <= 2 * run.shape[0]:
-            # stable sort of two concatenated sorted runs is a linear merge (timsort)
-            run = np.sort(np.concatenate([self._runs.pop(), run]), kind="stable")
-        self._runs.append(run)
+# De-duplication of exported ids: the run-wide key set shared with staging (membership only here).
+_SeenHashes = SeenKeys
 
 
 @dataclass
@@ -489,7 +498,7 @@ class AttributeExport:
         keep = has_id.copy()
         pos = np.flatnonzero(has_id)
         if pos.size:
-            hashes = pd.util.hash_array(values[pos], categorize=False)
+            hashes = hash_keys(values[pos])
             fresh = ~pd.Series(hashes).duplicated(keep="first").to_numpy() & ~self._seen.contains(hashes)
             keep[pos[~fresh]] = False
             self._seen.add(hashes[fresh])

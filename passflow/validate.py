@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
 from email_validator import EmailNotValidError, validate_email
+
+from passflow.seen import SeenKeys
 
 ROW = "__row__"
 REJECT_COLUMNS = ["row", "customer_id", "reason_code", "reason"]
@@ -28,6 +32,10 @@ _EMAIL_FAST = (
 )
 _E164 = r"^\+[1-9][0-9]{6,14}$"
 _PHONE_PUNCT = r"[\s().\-/]"
+# The same class for pyarrow's RE2, with Python's \s (str.isspace, Unicode) spelled out: pandas would
+# run a \s pattern through `re` row by row. tests/test_validate.py checks the two agree.
+_PY_SPACE_RE2 = r"\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
+_PHONE_PUNCT_RE2 = "[" + _PY_SPACE_RE2 + r"().\-/]"
 
 
 @dataclass
@@ -61,41 +69,6 @@ class Rejects:
 
     def __len__(self) -> int:
         return sum(len(f) for f in self.frames)
-
-
-class SeenKeys:
-    """Remembers keys seen earlier in a run (64-bit hashes, 16 bytes a key) to reject duplicates.
-
-    One sorted array merged per chunk: numpy's stable sort is a timsort, linear on two sorted runs.
-    """
-
-    def __init__(self) -> None:
-        self._hashes = np.empty(0, dtype=np.uint64)
-        self._rows = np.empty(0, dtype=np.int64)
-
-    def check_and_add(self, keys: pd.Series, rows: pd.Series) -> pd.Series:
-        """Return, per key, the row where it was first seen (earlier chunk or earlier in this one), or -1."""
-        hashes = pd.util.hash_pandas_object(keys.reset_index(drop=True), index=False).to_numpy()
-        rows_arr = rows.to_numpy(dtype=np.int64)
-        first = np.full(len(hashes), -1, dtype=np.int64)
-        if len(self._hashes):
-            pos = np.searchsorted(self._hashes, hashes)
-            pos_c = np.minimum(pos, len(self._hashes) - 1)
-            hit = self._hashes[pos_c] == hashes
-            first[hit] = self._rows[pos_c[hit]]
-        # Duplicates inside this chunk: point at the first occurrence in the chunk.
-        frame = pd.DataFrame({"h": hashes, "r": rows_arr})
-        first_in_chunk = frame.groupby("h", sort=False)["r"].transform("first").to_numpy()
-        inner = (first < 0) & (first_in_chunk != rows_arr)
-        first[inner] = first_in_chunk[inner]
-        new = first < 0
-        if new.any():
-            order = np.argsort(hashes[new], kind="stable")
-            merged_h = np.concatenate([self._hashes, hashes[new][order]])
-            merged_r = np.concatenate([self._rows, rows_arr[new][order]])
-            idx = np.argsort(merged_h, kind="stable")
-            self._hashes, self._rows = merged_h[idx], merged_r[idx]
-        return pd.Series(first, index=keys.index)
 
 
 @dataclass(frozen=True)
@@ -155,7 +128,9 @@ def _normalise_email(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def _normalise_phone(values: pd.Series, region: str) -> tuple[pd.Series, pd.Series]:
     """Return (E.164, ok). E.164 input passes a syntax check; anything else is parsed by libphonenumber."""
-    compact = values.str.replace(_PHONE_PUNCT, "", regex=True)
+    compact = pd.Series(
+        pc.replace_substring_regex(pa.array(values, from_pandas=True), _PHONE_PUNCT_RE2, ""), index=values.index, dtype="str"
+    )
     compact = compact.where(~compact.str.startswith("00"), "+" + compact.str.slice(2))
     ok = compact.str.match(_E164)
     out = compact.where(ok, values)
@@ -180,11 +155,13 @@ def _normalise_phone(values: pd.Series, region: str) -> tuple[pd.Series, pd.Seri
 
 
 def validate_chunk(
-    df: pd.DataFrame, rules: FieldRules, seen_ids: SeenKeys, rejects: Rejects
+    df: pd.DataFrame, rules: FieldRules, seen_ids: SeenKeys | None, rejects: Rejects
 ) -> pd.DataFrame:
     """Normalise a chunk and return its good rows; bad rows go to ``rejects``.
 
     The returned frame has the source columns plus canonical ``customer_id`` / ``email`` / ``phone``.
+    ``seen_ids`` is the run's set of customer ids (duplicates are rejected last); ``None`` skips that
+    run-wide check, for a worker process that validates a chunk while the run applies it in order.
     """
     df = df.copy()
     df["customer_id"] = df[rules.customer_id].str.strip()
@@ -205,7 +182,8 @@ def validate_chunk(
         if rules.require_email:
             rejects.add(df, empty, "missing_email", "email is empty (required by [validation] require_email)")
         invalid = ~ok & ~empty
-        rejects.add(df, invalid, "invalid_email", "email '" + df["email"] + "' is not a valid address")
+        if invalid.any():  # the reasons are text for every row: build them only when needed
+            rejects.add(df, invalid, "invalid_email", "email '" + df["email"] + "' is not a valid address")
         keep = ~invalid & ~(empty & rules.require_email)
         df = df.assign(email=email).loc[keep]
 
@@ -215,21 +193,28 @@ def validate_chunk(
         if rules.require_phone:
             rejects.add(df, empty, "missing_phone", "phone is empty (required by [validation] require_phone)")
         invalid = ~ok & ~empty
-        rejects.add(
-            df,
-            invalid,
-            "invalid_phone",
-            "phone '" + df["phone"] + f"' is not a valid number (default region {rules.default_region})",
-        )
+        if invalid.any():
+            rejects.add(
+                df,
+                invalid,
+                "invalid_phone",
+                "phone '" + df["phone"] + f"' is not a valid number (default region {rules.default_region})",
+            )
         keep = ~invalid & ~(empty & rules.require_phone)
         df = df.assign(phone=phone).loc[keep]
 
     # Duplicates last, so a bad first row does not shadow a good later one.
-    if len(df):
-        first = seen_ids.check_and_add(df["customer_id"], df[ROW])
-        dup = first >= 0
-        rejects.add(
-            df, dup, "duplicate_customer_id", "duplicate customer id (first seen at row " + first.astype(str) + ")"
-        )
-        df = df.loc[~dup]
+    if len(df) and seen_ids is not None:
+        df = reject_duplicate_ids(df, seen_ids.check_and_add(df["customer_id"], df[ROW]).to_numpy(), rejects)
     return df
+
+
+def reject_duplicate_ids(df: pd.DataFrame, first: np.ndarray, rejects: Rejects) -> pd.DataFrame:
+    """Reject the rows of ``df`` whose customer id was seen before (``first``: that row, or -1)."""
+    dup = first >= 0
+    if not dup.any():
+        return df
+    sub = df.loc[dup]
+    reason = "duplicate customer id (first seen at row " + pd.Series(first[dup], index=sub.index).astype(str) + ")"
+    rejects.add(sub, np.ones(len(sub), dtype=bool), "duplicate_customer_id", reason)
+    return df.loc[~dup]

@@ -7,8 +7,11 @@ is just "issued now": the link is the pass until the customer opens it.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from passflow.config import Campaign
@@ -21,57 +24,69 @@ from passflow.issuers.base import (
     render_fields,
 )
 from passflow.providers.skycore_links import LinkRecipe, build_links
-from passflow.secrets import resolve_secret
-from passflow.validate import ROW, Rejects, SeenKeys
+from passflow.secrets import register_secret, resolve_secret
+from passflow.seen import SeenKeys, hash_keys
+from passflow.validate import ROW, Rejects
 
 _ALNUM = r"^[A-Za-z0-9]+$"
+_RESOLVE = object()  # SkycoreLinkIssuer(salt=...) default: resolve the campaign's secret reference
 
 
 class SkycoreLinkIssuer(Issuer):
     provider = "skycore"
     extra_columns = ["pass_id", "pass_link"]
 
-    def __init__(self, campaign: Campaign, now: datetime) -> None:
+    def __init__(self, campaign: Campaign, now: datetime, *, salt: str | None | object = _RESOLVE) -> None:
         sky = campaign.skycore
         assert sky is not None
         self.settings = sky
-        self.salt = (
-            resolve_secret(sky.salt, file=str(campaign.path), key="skycore.salt").get_secret_value()
-            if sky.salt
-            else None
-        )
+        if salt is _RESOLVE:
+            salt = (
+                resolve_secret(sky.salt, file=str(campaign.path), key="skycore.salt").get_secret_value()
+                if sky.salt
+                else None
+            )
+        elif isinstance(salt, str):
+            register_secret(salt)
+        self.salt: str | None = salt  # type: ignore[assignment]
         self.recipe = LinkRecipe(salt_position=sky.salt_position, hex_case=sky.hex_case, hash_input=sky.hash_input)
         self.templates = compile_templates(
             sky.params, section="skycore.params", campaign_vars=campaign_vars(campaign.campaign), now=now
         )
         self.pass_ids = SeenKeys()
+        self._campaign, self._now = campaign, now
 
     def template_columns(self) -> set[str]:
         return set().union(*(t.columns for t in self.templates.values()))
 
+    def worker_factory(self) -> Callable[[], SkycoreLinkIssuer]:
+        """A picklable way to build this issuer again in a worker process (see passflow.staging).
+
+        The salt travels resolved: a worker cannot reach a Prefect Secret block of the parent's run.
+        """
+        return functools.partial(SkycoreLinkIssuer, self._campaign, self._now, salt=self.salt)
+
     def prepare(self, df: pd.DataFrame, rejects: Rejects) -> pd.DataFrame:
+        return self.claim_pass_ids(self.prepare_rows(df, rejects), rejects)
+
+    def prepare_rows(self, df: pd.DataFrame, rejects: Rejects) -> pd.DataFrame:
+        """The per-row part of ``prepare``: render, check pass ids' syntax, sign. Keeps no run state,
+        so worker processes can run it on chunks in any order; ``claim_pass_ids`` follows in row order.
+        """
         df, values = render_fields(self.templates, df, rejects)
         pid_param = self.settings.pass_id_param
         if pid_param in values:
             pass_id = values[pid_param]
             bad = ~pass_id.str.match(_ALNUM)
-            rejects.add(
-                df,
-                bad,
-                "invalid_pass_id",
-                f"{pid_param} '" + pass_id + "' must be non-empty and only A-Z, a-z, 0-9 (Skycore rule)",
-            )
-            df, values = df.loc[~bad], values.loc[~bad]
-            first = self.pass_ids.check_and_add(values[pid_param], df[ROW])
-            dup = first >= 0
-            rejects.add(
-                df,
-                dup,
-                "duplicate_pass_id",
-                f"{pid_param} '" + values[pid_param] + "' is already used by row " + first.astype(str),
-            )
-            df, values = df.loc[~dup], values.loc[~dup]
-            pass_id = values[pid_param]
+            if bad.any():  # the reasons are text for every row: build them only when needed
+                rejects.add(
+                    df,
+                    bad,
+                    "invalid_pass_id",
+                    f"{pid_param} '" + pass_id + "' must be non-empty and only A-Z, a-z, 0-9 (Skycore rule)",
+                )
+                df, values = df.loc[~bad], values.loc[~bad]
+                pass_id = values[pid_param]
         else:
             pass_id = pd.Series("", index=df.index, dtype="str")
         if df.empty:
@@ -94,6 +109,48 @@ class SkycoreLinkIssuer(Issuer):
                 "pass_link": signed.links,
             }
         )
+
+    @property
+    def claims_pass_ids(self) -> bool:
+        """Whether pass ids come from a template (then they must be unique within the run)."""
+        return self.settings.pass_id_param in self.templates
+
+    def claim_pass_ids(
+        self, prepared: pd.DataFrame, rejects: Rejects, hashes: np.ndarray | None = None
+    ) -> pd.DataFrame:
+        """Reject rows whose pass id an earlier row of the run already uses; remember the others.
+
+        Run-wide, so chunks must come in row order. ``hashes``: ``hash_keys(prepared["pass_id"])``
+        when a worker computed them already.
+        """
+        if not self.claims_pass_ids or prepared.empty:
+            return prepared
+        if hashes is None:
+            hashes = hash_keys(prepared["pass_id"])
+        first = self.pass_id_conflicts(prepared[ROW].to_numpy(dtype=np.int64), hashes)
+        return self.reject_pass_id_conflicts(prepared, first, rejects)
+
+    def pass_id_conflicts(self, rows: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """Per row, in row order: the earlier row that uses the same pass id, or -1 (then the pass
+        id is remembered as this row's)."""
+        return self.pass_ids.check_and_add_hashes(hashes, rows)
+
+    def reject_pass_id_conflicts(self, prepared: pd.DataFrame, first: np.ndarray, rejects: Rejects) -> pd.DataFrame:
+        """Reject the rows ``pass_id_conflicts`` found (``first`` >= 0); return the others."""
+        dup = first >= 0
+        if not dup.any():
+            return prepared
+        sub = prepared.loc[dup]
+        rejects.add(
+            sub,
+            np.ones(len(sub), dtype=bool),
+            "duplicate_pass_id",
+            f"{self.settings.pass_id_param} '"
+            + sub["pass_id"]
+            + "' is already used by row "
+            + pd.Series(first[dup], index=sub.index).astype(str),
+        )
+        return prepared.loc[~dup]
 
     def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: object) -> pd.DataFrame:
         out = todo[["customer_id", "pass_id", "pass_link", "fingerprint"]].copy()

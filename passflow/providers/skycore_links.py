@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -32,11 +32,6 @@ import pyarrow.compute as pc
 # legal in a query and keep emails readable. "+", "&", "=", "#", "%", space and anything non-ASCII
 # are percent-encoded.
 _SAFE = "@:/"
-_NEEDS_QUOTING = r"[^A-Za-z0-9_.~\-@:/]"
-# Printable ASCII that ``quote(safe=_SAFE)`` escapes; '%' must come first.
-_RESERVED_ASCII = "%" + "".join(
-    c for c in map(chr, range(0x20, 0x7F)) if c != "%" and not (c.isalnum() or c in "_.~-" + _SAFE)
-)
 CHECKSUM_PARAM = "checksum"
 
 
@@ -89,45 +84,81 @@ def _bytes_present(arr: pa.Array) -> np.ndarray:
     return np.bincount(raw, minlength=256) > 0
 
 
-def _encode_series(values: pd.Series) -> pd.Series:
-    """Percent-encode a column without a per-row ``quote`` call where it can be avoided.
+# Bytes ``quote(safe=_SAFE)`` leaves alone; every other byte of a value's UTF-8 becomes %XX.
+_KEEP_BYTES = np.zeros(256, dtype=bool)
+_KEEP_BYTES[list(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~-" + _SAFE.encode())] = True
+_MAX_BYTE_PASSES = 16
+_LS = pa.large_string()
 
-    Printable-ASCII values (phones with '+', messages with spaces) are encoded with one vectorised
-    replace per reserved character present; only values with other characters (non-ASCII, control)
-    go through ``quote``, once per distinct value.
+
+def _large_strings(values: pd.Series) -> pa.Array:
+    arr = pa.array(values, from_pandas=True)  # zero-copy for pandas' pyarrow-backed `str` dtype
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr if arr.type == _LS else arr.cast(_LS)
+
+
+def _encode_array(arr: pa.Array) -> pa.Array:
+    """Percent-encode a column exactly like :func:`encode_value`, without a ``quote`` call per row.
+
+    ``quote`` encodes each byte of the UTF-8 text that is not unreserved or safe as ``%XX``, so the
+    same result comes from replacing those bytes one value at a time over the raw data ('%' first,
+    so escapes added later are not re-escaped) — one vectorised pass per distinct byte present.
+    Columns with many such bytes but few distinct values (a templated message) are encoded once
+    per distinct value instead.
     """
-    needs = values.str.contains(_NEEDS_QUOTING, regex=True)
-    if not needs.any():
-        return values
-    out = values.copy()
-    todo = values[needs]
-    ascii_ok = todo.str.fullmatch(r"[\x20-\x7e]*")
-    simple = todo[ascii_ok]
-    if len(simple):
-        arr = pa.array(simple, type=pa.large_string())
-        present = _bytes_present(arr)
-        for ch in _RESERVED_ASCII:  # '%' first, so escapes added later are not re-escaped
-            if present[ord(ch)]:
-                arr = pc.replace_substring(arr, ch, f"%{ord(ch):02X}")
-        out.loc[simple.index] = pd.Series(arr, dtype="str", index=simple.index)
-    other = todo[~ascii_ok]
-    if len(other):
-        codes, uniques = pd.factorize(other)
-        encoded = pd.Series([encode_value(u) for u in uniques], dtype="str")
-        out.loc[other.index] = encoded.take(codes).to_numpy()
-    return out
+    needs = np.flatnonzero(_bytes_present(arr) & ~_KEEP_BYTES)
+    if needs.size == 0:
+        return arr
+    if needs.size > 2:
+        codes = pc.dictionary_encode(arr)
+        if len(codes.dictionary) * 8 <= len(arr):
+            encoded = [encode_value(v) for v in codes.dictionary.to_pylist()]
+            return pc.take(pa.array(encoded, type=_LS), codes.indices)
+        if needs.size > _MAX_BYTE_PASSES:
+            return pa.array([None if v is None else encode_value(v) for v in arr.to_pylist()], type=_LS)
+    data = arr.cast(pa.large_binary())  # a view: replace single bytes, whatever character they are in
+    for byte in sorted(needs.tolist(), key=lambda b: b != ord("%")):
+        data = pc.replace_substring(data, bytes([byte]), b"%%%02X" % byte)
+    return data.cast(_LS)  # ASCII now
 
 
-def _join(base: str, columns: Sequence[tuple[str, pd.Series]], encoded: bool) -> pd.Series:
-    """Vectorised ``base?k1=v1&k2=v2…`` over a chunk (pyarrow-backed string concatenation)."""
-    text: pd.Series | None = None
-    for i, (key, values) in enumerate(columns):
-        k = encode_value(key) if encoded else key
-        prefix = f"{base}?{k}=" if i == 0 else f"&{k}="
-        v = _encode_series(values) if encoded else values
-        text = (prefix + v) if text is None else (text + prefix + v)
-    assert text is not None, "a link needs at least one parameter"
-    return text
+def _join(base: str, keys: Sequence[str], values: Sequence[pa.Array], extra: pa.Scalar | None = None) -> pa.Array:
+    """``base?k1=v1&k2=v2…`` for a whole chunk in one element-wise join (``extra`` appended)."""
+    parts: list[pa.Array | pa.Scalar] = []
+    for i, (key, arr) in enumerate(zip(keys, values, strict=True)):
+        parts.append(pa.scalar(f"{base}?{key}=" if i == 0 else f"&{key}=", _LS))
+        parts.append(arr)
+    if extra is not None:
+        parts.append(extra)
+    out = pc.binary_join_element_wise(*parts, pa.scalar("", _LS))
+    return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
+
+
+def _sha256_hex(texts: pa.Array, *, prefix: bytes = b"", upper: bool = False) -> pa.Array:
+    """Hex SHA-256 of each string (``prefix`` hashed first): one ``hashlib`` call per row straight
+    off the Arrow buffer, hex-encoded in one go."""
+    if texts.null_count:
+        raise ValueError("cannot sign a link with a missing parameter value")
+    n = len(texts)
+    _, offsets, data = texts.buffers()
+    off = np.frombuffer(offsets, dtype=np.int64)[texts.offset : texts.offset + n + 1].tolist()
+    buf = memoryview(data if data is not None else b"")
+    sha = hashlib.sha256
+    if prefix:
+        digests = [_prefixed(sha, prefix, buf[a:b]) for a, b in itertools.pairwise(off)]
+    else:
+        digests = [sha(buf[a:b]).digest() for a, b in itertools.pairwise(off)]
+    hexed = b"".join(digests).hex()
+    text = (hexed.upper() if upper else hexed).encode("ascii")
+    offsets_out = pa.py_buffer(np.arange(0, 64 * (n + 1), 64, dtype=np.int64))
+    return pa.LargeStringArray.from_buffers(n, offsets_out, pa.py_buffer(text))
+
+
+def _prefixed(sha: Callable[[bytes], Any], prefix: bytes, text: memoryview) -> bytes:
+    h = sha(prefix)
+    h.update(text)
+    return h.digest()
 
 
 @dataclass
@@ -145,27 +176,27 @@ def build_links(
 ) -> SignedLinks:
     """Build signed links for a whole chunk: one string column per parameter, in link order.
 
-    String building is vectorised; hashing is one tight ``hashlib`` call per row, which is the
-    irreducible cost (~0.5 µs/row here).
+    String building is vectorised (Arrow kernels); hashing is one tight ``hashlib`` call per row,
+    which is the irreducible cost (~0.5 µs/row here).
     """
     if not columns:
         raise ValueError("a Skycore link needs at least one parameter")
-    url = _join(base, columns, encoded=True)
-    signed = url if recipe.hash_input == "encoded" else _join(base, columns, encoded=False)
+    index = columns[0][1].index
+    raw = [_large_strings(values) for _, values in columns]
+    url = _join(base, [encode_value(k) for k, _ in columns], [_encode_array(a) for a in raw])
     salt_bytes = (salt or "").encode("utf-8")
-    upper = recipe.hex_case == "upper"
-    sha = hashlib.sha256
-    texts = signed.tolist()
-    if not salt_bytes:
-        sums = [sha(t.encode("utf-8")).hexdigest() for t in texts]
-    elif recipe.salt_position == "append":
-        sums = [sha(t.encode("utf-8") + salt_bytes).hexdigest() for t in texts]
+    append = pa.scalar(salt or "", _LS) if salt_bytes and recipe.salt_position == "append" else None
+    prefix = salt_bytes if salt_bytes and recipe.salt_position == "prepend" else b""
+    if recipe.hash_input == "encoded":
+        signed = url if append is None else pc.binary_join_element_wise(url, append, pa.scalar("", _LS))
     else:
-        sums = [sha(salt_bytes + t.encode("utf-8")).hexdigest() for t in texts]
-    checksums = pd.Series(sums, index=url.index, dtype="str")
-    if upper:
-        checksums = checksums.str.upper()
-    return SignedLinks(links=url + f"&{CHECKSUM_PARAM}=" + checksums, checksums=checksums)
+        signed = _join(base, [k for k, _ in columns], raw, extra=append)
+    checksums = _sha256_hex(signed, prefix=prefix, upper=recipe.hex_case == "upper")
+    links = pc.binary_join_element_wise(url, pa.scalar(f"&{CHECKSUM_PARAM}=", _LS), checksums, pa.scalar("", _LS))
+    return SignedLinks(
+        links=pd.Series(links, index=index, dtype="str"),
+        checksums=pd.Series(checksums, index=index, dtype="str"),
+    )
 
 
 @dataclass(frozen=True)
