@@ -9,7 +9,7 @@ Measured in one run, so the ratios hold on a noisy machine:
   its own. The flow's time is measured after a warm-up flow run, so the ephemeral API server's
   start-up (a fixed cost, printed separately) is not counted per row.
 
-Usage:  python bench/bench_links.py [--rows 1000000] [--chunk-size 100000]
+Usage:  python bench/bench_links.py [--rows 1000000] [--chunk-size 50000]
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def run(cmd: list[str], **kw: object) -> tuple[str, float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--chunk-size", type=int, default=100_000)
+    # The campaigns' default: 100k-row chunks are no faster and hold ~100 MB more at the peak.
+    ap.add_argument("--chunk-size", type=int, default=50_000)
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     seg = OUT / f"segment-{args.rows}.csv"

@@ -313,6 +313,10 @@ class IssueRun:
             for staged in self._pool.drain():
                 self._apply_staged(staged)
             self.timings["stage_s"] = self.timings.get("stage_s", 0.0) + time.perf_counter() - t0
+        # The run-wide duplicate sets are done with (16 bytes a row each): free them before delivery.
+        self.seen = SeenKeys()
+        if hasattr(self.issuer, "pass_ids"):
+            self.issuer.pass_ids = SeenKeys()
         for m in getattr(self, "_malformed", []):  # ragged rows after the last chunk
             self._reject_frames.append(
                 pd.DataFrame({"row": [m.row], "customer_id": [""], "reason_code": ["malformed_row"], "reason": [m.reason]})
@@ -395,7 +399,10 @@ class IssueRun:
     def _wait_for_ledger(self) -> None:
         """Every batch is in the ledger (raises a background write's error)."""
         if self._ledger_writer is not None:
-            self._ledger_writer.wait()
+            try:
+                self._ledger_writer.wait()
+            finally:
+                self.timings["ledger_wait_s"] = self._ledger_writer.wait_s
 
     def deliver_batch(self, index: int) -> dict[str, int]:
         """Plan one spooled batch against the ledger, issue what is needed, record it, export it."""

@@ -33,7 +33,7 @@ _EMAIL_FAST = (
 _E164 = r"^\+[1-9][0-9]{6,14}$"
 _PHONE_PUNCT = r"[\s().\-/]"
 # The same class for pyarrow's RE2, with Python's \s (str.isspace, Unicode) spelled out: pandas would
-# run a \s pattern through `re` row by row. tests/test_validate.py checks the two agree.
+# run a \s pattern through `re` row by row. tests/test_staging.py checks the two agree.
 _PY_SPACE_RE2 = r"\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
 _PHONE_PUNCT_RE2 = "[" + _PY_SPACE_RE2 + r"().\-/]"
 

@@ -153,7 +153,7 @@ class SkycoreLinkIssuer(Issuer):
         return prepared.loc[~dup]
 
     def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: object) -> pd.DataFrame:
-        out = todo[["customer_id", "pass_id", "pass_link", "fingerprint"]].copy()
+        out = todo[["customer_id", "pass_id", "pass_link", "fingerprint"]]  # copy-on-write: no deep copy
         out["status"] = "issued"
         out["last_error"] = None
         out["issued_at"] = ctx.now

@@ -1,0 +1,258 @@
+"""Big runs stage in worker processes and record the ledger in the background: same results as a
+sequential run, byte for byte; plus the shared key set, the link encoder's fast paths, and the
+regex class that replaced Python's ``\\s``."""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import sqlalchemy as sa
+
+from passflow import staging
+from passflow.config import load_campaign
+from passflow.engine import IssueRun
+from passflow.providers.skycore_links import build_link, build_links
+from passflow.seen import SeenKeys, hash_keys
+from passflow.validate import _PHONE_PUNCT, _PHONE_PUNCT_RE2
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+CAMPAIGN = """
+[campaign]
+name = "stage-test"
+provider = "skycore"
+[source]
+csv = "segment.csv"
+chunk_size = 150
+[validation]
+max_reject_rate = 0.9
+[skycore]
+link_base = "https://d2c.skycore.com/wallet/gc/abc123"
+salt = {{ env = "STAGE_TEST_SALT" }}
+[skycore.params]
+user-email = "{{{{ customer.email }}}}"
+user-phone = "{{{{ customer.phone }}}}"
+pass-id = "P{{{{ customer.code }}}}"
+message4 = "Hi {{{{ customer.first_name|default('there') }}}}, {{{{ 100 // (customer.points|int) }}}} points"
+[export]
+directory = "exports"
+formats = ["moengage", "bloomreach"]
+[ledger]
+url = "sqlite:///ledger.db"
+"""
+
+
+def write_segment(path: Path, rows: int = 1500) -> None:
+    """Every kind of reject, duplicates within and across chunks, blank and ragged lines."""
+    rng = random.Random(5)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["customer_id", "first_name", "email", "phone", "code", "points"])
+        for i in range(rows):
+            r = rng.random()
+            cid = f"C{i:05d}"
+            if r < 0.04:
+                cid = f"C{rng.randint(0, i):05d}"  # duplicate id, maybe of a row rejected later on
+            elif r < 0.05:
+                cid = ""
+            email = rng.choice([f"u{i}@example.com", f"u{i}+x@example.com", "nope", f"U{i}@Example.COM", ""])
+            phone = rng.choice(["+420612345678", "(555) 123-4567", "12", "00420 612 345 678", ""])
+            code = rng.choice([f"K{i % 1200}", f"K{i % 1200}", f"K-{i}"])  # duplicate and invalid pass ids
+            points = rng.choice(["0", "5", "10"])  # 0: a template error
+            first = rng.choice(["Anna", "Zoë", "José", "", "Mary, Jr.", '"Q"', "=cmd"])
+            w.writerow([cid, first, email, phone, code, points])
+            if i % 97 == 0:
+                f.write("\n")
+            if i % 301 == 0:
+                f.write("a,b,c,d,e,f,g,h\n")
+
+
+def run_campaign(directory: Path, *, pooled: bool) -> tuple[dict, IssueRun]:
+    directory.mkdir()
+    write_segment(directory / "segment.csv")
+    (directory / "campaign.toml").write_text(CAMPAIGN.format(), encoding="utf-8")
+    run = IssueRun(load_campaign(directory / "campaign.toml"), run_id="0123456789abcdef" * 2, now=NOW)
+    try:
+        if pooled:
+            assert run._pool is not None, "the test lowers POOL_MIN_CSV_BYTES"
+            run._pool._up.wait(60)
+            assert run._pool.ready, run._pool.failed
+        for chunk in run.source_chunks():
+            run.stage_chunk(chunk)
+        run.end_staging()
+        assert run._pooling is pooled
+        assert (run._ledger_writer is not None) is pooled
+        for i in range(run.batch_count):
+            run.deliver_batch(i)
+        result = run.commit()
+    except BaseException as exc:
+        run.abort(exc)
+        raise
+    summary = {k: v for k, v in result.summary().items() if not k.endswith("_s")}
+    for key in ("export_files", "rejects_file", "failures_file", "run_id"):
+        summary.pop(key)
+    return summary, run
+
+
+def outputs(directory: Path) -> dict[str, bytes]:
+    out = {}
+    for p in (directory / "exports").glob("*.csv"):
+        kind = next(k for k in ("rejects", "moengage", "bloomreach") if f"-{k}-" in p.name)
+        out[kind] = p.read_bytes()
+    return out
+
+
+def ledger_rows(directory: Path) -> list[tuple]:
+    with sqlite3.connect(directory / "ledger.db") as conn:
+        return conn.execute(
+            "select campaign, customer_id, provider, status, pass_id, pass_link, fingerprint, attempts, "
+            "last_error, run_id, issued_at from passflow_ledger order by customer_id"
+        ).fetchall()
+
+
+@pytest.fixture
+def salt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAGE_TEST_SALT", "s3cr3t-pepper")
+
+
+def test_pooled_run_equals_sequential_run(
+    tmp_path: Path, salt: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sequential, _ = run_campaign(tmp_path / "seq", pooled=False)
+    monkeypatch.setattr(staging, "POOL_MIN_CSV_BYTES", 0)
+    pooled, _ = run_campaign(tmp_path / "pool", pooled=True)
+    assert pooled == sequential
+    reasons = sequential["reject_reasons"]
+    for code in (
+        "duplicate_customer_id",
+        "duplicate_pass_id",
+        "invalid_pass_id",
+        "template_error",
+        "malformed_row",
+    ):
+        assert reasons.get(code), f"the segment should produce {code} rejects: {reasons}"
+    assert outputs(tmp_path / "pool") == outputs(tmp_path / "seq")
+    assert set(outputs(tmp_path / "seq")) == {"rejects", "moengage", "bloomreach"}
+    assert ledger_rows(tmp_path / "pool") == ledger_rows(tmp_path / "seq")
+
+
+def test_background_ledger_failure_leaves_no_export(
+    tmp_path: Path, salt: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(staging, "POOL_MIN_CSV_BYTES", 0)
+    d = tmp_path / "run"
+    d.mkdir()
+    write_segment(d / "segment.csv")
+    (d / "campaign.toml").write_text(CAMPAIGN.format(), encoding="utf-8")
+    run = IssueRun(load_campaign(d / "campaign.toml"))
+    assert run._pool is not None
+    run._pool._up.wait(60)
+    with pytest.raises(sa.exc.DBAPIError, match="ledger is read-only today"):
+        try:
+            for chunk in run.source_chunks():
+                run.stage_chunk(chunk)
+            run.end_staging()
+            assert run._ledger_writer is not None
+            with sqlite3.connect(d / "ledger.db") as conn:  # the worker's writes will fail
+                conn.execute(
+                    "create trigger no_writes before insert on passflow_ledger "
+                    "begin select raise(abort, 'ledger is read-only today'); end"
+                )
+            for i in range(run.batch_count):
+                run.deliver_batch(i)
+            run.commit()
+        except BaseException as exc:
+            run.abort(exc)
+            raise
+    assert not [p for p in (d / "exports").iterdir() if "-moengage-" in p.name or "-bloomreach-" in p.name]
+    assert ledger_rows(d) == []
+
+
+def test_small_segments_do_not_start_workers(tmp_path: Path, salt: None) -> None:
+    _, run = run_campaign(tmp_path / "small", pooled=False)
+    assert run._pool is None
+
+
+def test_workers_do_not_import_main() -> None:
+    assert "init_main_from_name" not in staging._preparation_data("passflow-worker-ForkServerProcess-1")
+    assert "init_main_from_path" not in staging._preparation_data("passflow-worker-ForkServerProcess-1")
+
+
+# -- the shared key set ---------------------------------------------------------------------------
+
+
+def reference_first_rows(chunks: list[tuple[list[str], list[int]]]) -> list[list[int]]:
+    first: dict[str, int] = {}
+    out = []
+    for keys, rows in chunks:
+        got = []
+        for k, r in zip(keys, rows, strict=True):
+            got.append(first.get(k, -1))
+            first.setdefault(k, r)
+        out.append(got)
+    return out
+
+
+def test_seen_keys_first_rows_match_a_dict() -> None:
+    rng = random.Random(3)
+    for _ in range(50):
+        chunks, row = [], 2
+        for _ in range(rng.randint(1, 8)):
+            n = rng.randint(0, 200)
+            keys = [f"k{rng.randint(0, 150)}" for _ in range(n)]
+            rows = list(range(row, row + n))
+            row += n + rng.randint(0, 3)
+            chunks.append((keys, rows))
+        seen = SeenKeys()
+        got = [seen.check_and_add(pd.Series(k, dtype="str"), pd.Series(r)).tolist() for k, r in chunks]
+        assert got == reference_first_rows(chunks)
+
+
+def test_seen_keys_as_a_set() -> None:
+    seen = SeenKeys()
+    values = hash_keys(pd.Series([f"x{i}" for i in range(3000)], dtype="str"))
+    for start in range(0, 3000, 250):
+        assert not seen.contains(values[start : start + 250]).any()
+        seen.add(values[start : start + 250])
+    assert seen.contains(values).all() and len(seen) == 3000
+    with pytest.raises(ValueError, match="not both"):
+        seen.check_and_add_hashes(values[:1], np.array([1]))
+
+
+# -- link encoding and validation fast paths -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["Hi Zoë, 10% off & more"] * 40 + ["Hi José, 10% off & more"] * 40,  # few distinct values
+        ["".join(chr(c) for c in range(0x20, 0x7F)) + f"-{i}" for i in range(50)],  # many reserved bytes
+        [f"ĉĝĥĵŝŭ ľščťžýáíé ÄÖÜß ЖЩЮ 漢字 😀 {i}" for i in range(50)],  # many distinct non-ASCII bytes
+        [f"user{i}+tag@example.com" for i in range(50)],  # one reserved byte
+    ],
+)
+def test_vectorised_encoding_equals_quote(values: list[str]) -> None:
+    base = "https://d2c.skycore.com/wallet/gc/abc123"
+    links = build_links(base, [("message4", pd.Series(values, dtype="str"))], salt="pepper").links
+    assert links.tolist() == [build_link(base, [("message4", v)], salt="pepper") for v in values]
+    assert all(f"message4={quote(v, safe='@:/')}&" in link for v, link in zip(values, links, strict=True))
+
+
+def test_phone_punctuation_class_matches_python_whitespace() -> None:
+    # every code point Python's \s matches, and neighbours that it does not
+    spaces = [chr(c) for c in range(0x110000) if re.match(r"\s", chr(c))]
+    others = ["\x1b", "\x84", "\u200b", "\u2060", "\ufeff", "a", "+", "("]
+    text = "".join(spaces) + "|" + "".join(others) + "|().-/"
+    expected = re.sub(_PHONE_PUNCT, "", text)
+    got = pc.replace_substring_regex(pa.array([text]), _PHONE_PUNCT_RE2, "")[0].as_py()
+    assert got == expected
