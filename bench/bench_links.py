@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 
-NAIVE = r'''
+NAIVE = r"""
 import csv, hashlib, sys, time
 from urllib.parse import quote
 src, dst = sys.argv[1], sys.argv[2]
@@ -47,9 +47,9 @@ with open(src, newline="", encoding="utf-8") as f, open(dst, "w", newline="", en
         url = base + "?" + "&".join(k + "=" + quote(v, safe="@:/") for k, v in params) + "&checksum=" + checksum
         w.writerow([row["customer_id"], pid, url])
 print(time.perf_counter() - t0)
-'''
+"""
 
-FLOW = r'''
+FLOW = r"""
 import json, os, sys, time
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -66,7 +66,7 @@ t0 = time.perf_counter()
 summary = issue_passes(IssueRequest(campaign=sys.argv[1]))
 elapsed = time.perf_counter() - t0
 print(json.dumps({"startup_s": startup, "flow_s": elapsed, "summary": summary}))
-'''
+"""
 
 CAMPAIGN = """
 [campaign]
@@ -102,8 +102,17 @@ def generate_segment(path: Path, rows: int) -> None:
     tag = pd.Series(np.where(rng.random(rows) < 0.1, "+wallet", ""))
     emails = "user" + pd.Series(np.arange(rows)).astype(str) + tag + "@example.com"
     phones = "+4206" + pd.Series(rng.integers(10_000_000, 99_999_999, rows)).astype(str)
-    df = pd.DataFrame({"customer_id": ids, "first_name": first, "last_name": "Novák", "email": emails,
-                       "phone": phones, "tier": "gold", "loyalty_points": "100"})
+    df = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "first_name": first,
+            "last_name": "Novák",
+            "email": emails,
+            "phone": phones,
+            "tier": "gold",
+            "loyalty_points": "100",
+        }
+    )
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -148,16 +157,29 @@ def main() -> None:
     rows = args.rows
     print()
     print(f"rows                         {rows:,}")
-    print(f"naive csv+hashlib loop       {naive_s:8.2f} s   {rows / naive_s:>10,.0f} rows/s   peak RSS {naive_rss:6.0f} MB")
-    print(f"passflow issue-passes flow   {res['flow_s']:8.2f} s   {rows / res['flow_s']:>10,.0f} rows/s   peak RSS {flow_rss:6.0f} MB")
+    print(
+        f"naive csv+hashlib loop       {naive_s:8.2f} s   {rows / naive_s:>10,.0f} rows/s   peak RSS {naive_rss:6.0f} MB"
+    )
+    print(
+        f"passflow issue-passes flow   {res['flow_s']:8.2f} s   {rows / res['flow_s']:>10,.0f} rows/s   peak RSS {flow_rss:6.0f} MB"
+    )
     print(f"  of which stage/deliver     {s.get('stage_s', 0):8.2f} s / {s.get('deliver_s', 0):.2f} s")
     other = s.get("total_s", 0) - s.get("read_s", 0) - s.get("stage_s", 0) - s.get("deliver_s", 0)
     print(f"  read source / rest of run  {s.get('read_s', 0):8.2f} s / {other:.2f} s")
-    print(f"  Prefect tasks & artifacts  {res['flow_s'] - s.get('total_s', 0):8.2f} s   (flow time outside the run)")
+    print(
+        f"  Prefect tasks & artifacts  {res['flow_s'] - s.get('total_s', 0):8.2f} s   (flow time outside the run)"
+    )
     print(f"  Prefect API start-up       {res['startup_s']:8.2f} s   (fixed cost per process, not per row)")
     print(f"speed-up vs naive            {naive_s / res['flow_s']:8.2f} x")
-    result = {"rows": rows, "naive_s": naive_s, "flow_s": res["flow_s"], "ratio": naive_s / res["flow_s"],
-              "peak_rss_mb": flow_rss, "startup_s": res["startup_s"], "chunk_size": args.chunk_size}
+    result = {
+        "rows": rows,
+        "naive_s": naive_s,
+        "flow_s": res["flow_s"],
+        "ratio": naive_s / res["flow_s"],
+        "peak_rss_mb": flow_rss,
+        "startup_s": res["startup_s"],
+        "chunk_size": args.chunk_size,
+    }
     (OUT / f"bench_links-{rows}.json").write_text(json.dumps(result, indent=2))
 
 

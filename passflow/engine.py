@@ -4,10 +4,12 @@ the ledger → issue → record → export.
 The run has two stages so that "too many rejects" stops it *before anything is issued*:
 
 1. **stage** — each source chunk is validated and prepared (templates rendered, links signed or
-   payloads built) and appended to a local Arrow spool file; rejects go to the rejects file. The
-   source is read exactly once (a SQL segment may change between two reads).
+   payloads built) and appended to a local Arrow spool (one file per chunk); rejects go to the
+   rejects file. The source is read exactly once (a SQL segment may change between two reads).
+   A big run does this in worker processes while it reads on (:mod:`passflow.staging`).
 2. **deliver** — each spooled batch is planned against the ledger (skip unchanged, re-issue
-   changed, retry failed, reconcile pending), issued, recorded and appended to the exports.
+   changed, retry failed, reconcile pending), issued, recorded and appended to the exports. A big
+   run records each batch in a worker while it plans and exports the next one.
 
 Exports are committed (atomic rename) only when every batch succeeded; a failed run leaves no
 export file behind, and its ledger rows make the rerun pick up where it stopped.
@@ -18,6 +20,7 @@ them directly.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -174,7 +177,8 @@ class IssueRun:
         self.seen = SeenKeys()
         self._workdir = Path(tempfile.mkdtemp(prefix="passflow-run-"))
         self._schema = pa.schema(
-            [(ROW, pa.int64())] + [(c, pa.large_string()) for c in BASE_COLUMNS[1:] + self.issuer.extra_columns]
+            [(ROW, pa.int64())]
+            + [(c, pa.large_string()) for c in BASE_COLUMNS[1:] + self.issuer.extra_columns]
         )
         self._spool = Spool(self._workdir, self._schema)  # one Arrow file per staged chunk
         self._spool_reader: Spool | None = None  # the spool, once staging is over
@@ -189,6 +193,7 @@ class IssueRun:
         self.db_export: DbAttributeExport | None = None
         self._pool: StagePool | None = None  # worker processes of a big run (passflow.staging)
         self._pooling = False  # chunks go to the pool (from then on, all of them: order matters)
+        self._pool_failed = False  # the workers could not start: stage here
         self._ledger_writer: LedgerWriter | None = None
 
         if not dry_run:
@@ -215,7 +220,9 @@ class IssueRun:
                 malformed=self._malformed,
             )
         else:
-            chunks = read_sql_chunks(src.sql_url or "", table=src.table, query=src.query, chunk_size=src.chunk_size)
+            chunks = read_sql_chunks(
+                src.sql_url or "", table=src.table, query=src.query, chunk_size=src.chunk_size
+            )
         for chunk in chunks:
             self.timings["read_s"] = self.timings.get("read_s", 0.0) + time.perf_counter() - t0
             yield chunk
@@ -237,7 +244,14 @@ class IssueRun:
         rejects = Rejects()
         for m in getattr(self, "_malformed", [])[:]:
             rejects.frames.append(
-                pd.DataFrame({"row": [m.row], "customer_id": [""], "reason_code": ["malformed_row"], "reason": [m.reason]})
+                pd.DataFrame(
+                    {
+                        "row": [m.row],
+                        "customer_id": [""],
+                        "reason_code": ["malformed_row"],
+                        "reason": [m.reason],
+                    }
+                )
             )
             self._malformed.remove(m)
             self.counts.read += 1
@@ -280,9 +294,15 @@ class IssueRun:
     # A big run stages in worker processes (passflow.staging): they validate and prepare chunks
     # while this process reads the next one; the run-wide checks are applied here, in chunk order.
     def _start_pool_if_big(self) -> None:
-        if self._pool is None and wants_pool(self.issuer, csv_path=self.campaign.source.csv, rows_read=self.counts.read):
+        if self._pool is not None or self._pool_failed:
+            return
+        if wants_pool(self.issuer, csv_path=self.campaign.source.csv, rows_read=self.counts.read):
             make = self.issuer.worker_factory()  # type: ignore[attr-defined]
-            self._pool = StagePool(WorkerSpec(make, self.rules, self._schema), pool_workers()).start()
+            try:
+                self._pool = StagePool(WorkerSpec(make, self.rules, self._schema), pool_workers()).start()
+            except Exception as exc:  # noqa: BLE001 - e.g. no POSIX semaphores here: stage without workers
+                self._pool_failed = True
+                self.log.warning("staging without worker processes: %s: %s", type(exc).__name__, exc)
 
     def _use_pool(self) -> bool:
         """Whether this chunk goes to the workers: once they are up (until then, stage here)."""
@@ -292,6 +312,7 @@ class IssueRun:
             self._start_pool_if_big()
         elif self._pool.failed is not None:
             self.log.warning("staging without worker processes: %s", self._pool.failed)
+            self._pool_failed = True
             self._pool.close()
             self._pool = None
         self._pooling = self._pool is not None and self._pool.ready
@@ -319,7 +340,14 @@ class IssueRun:
             self.issuer.pass_ids = SeenKeys()
         for m in getattr(self, "_malformed", []):  # ragged rows after the last chunk
             self._reject_frames.append(
-                pd.DataFrame({"row": [m.row], "customer_id": [""], "reason_code": ["malformed_row"], "reason": [m.reason]})
+                pd.DataFrame(
+                    {
+                        "row": [m.row],
+                        "customer_id": [""],
+                        "reason_code": ["malformed_row"],
+                        "reason": [m.reason],
+                    }
+                )
             )
             self.reasons["malformed_row"] += 1
             self.counts.rejected += 1
@@ -367,7 +395,9 @@ class IssueRun:
                 )
             )
         if exp.db:
-            self.db_export = DbAttributeExport(url=exp.db.url, table=exp.db.table, provider=self.campaign.provider)
+            self.db_export = DbAttributeExport(
+                url=exp.db.url, table=exp.db.table, provider=self.campaign.provider
+            )
 
     # A big run records its batches in a pool worker while it plans and exports the next one.
     def _start_ledger_writer(self) -> None:
@@ -413,7 +443,9 @@ class IssueRun:
         prev = (
             self.ledger.lookup(self.campaign.name, df["customer_id"])
             if self.ledger is not None and self._ledger_had_rows
-            else pd.DataFrame(columns=["customer_id", "status", "fingerprint", "pass_id", "pass_link", "issued_at"])
+            else pd.DataFrame(
+                columns=["customer_id", "status", "fingerprint", "pass_id", "pass_link", "issued_at"]
+            )
         )
         prev = prev.rename(columns=lambda c: c if c == "customer_id" else f"prev_{c}")
         plan = df.merge(prev, on="customer_id", how="left")
@@ -454,9 +486,7 @@ class IssueRun:
 
         if len(todo):
             outcomes.append(self.issuer.deliver(todo[df.columns], ctx, self.ledger))
-        result = (
-            pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
-        )
+        result = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
         self._record(result[OUTCOME_COLUMNS])
         stop_reason = getattr(self.issuer, "stop_reason", None)
         if stop_reason:
@@ -556,7 +586,9 @@ class IssueRun:
             self.ledger.close()
 
     def _result(self, files: list[str], failures_file: str | None) -> RunResult:
-        preview = pd.concat(self._preview, ignore_index=True).head(self.preview_rows) if self._preview else None
+        preview = (
+            pd.concat(self._preview, ignore_index=True).head(self.preview_rows) if self._preview else None
+        )
         return RunResult(
             run_id=self.run_id,
             campaign=self.campaign.name,
@@ -569,15 +601,21 @@ class IssueRun:
             rejects_file=self.rejects_file,
             failures_file=failures_file,
             preview=preview,
-            limit_per_second=self.campaign.limits.max_per_second if self.campaign.provider != "skycore" else None,
+            limit_per_second=self.campaign.limits.max_per_second
+            if self.campaign.provider != "skycore"
+            else None,
             vendor_calls=getattr(self.issuer, "calls", 0),
         )
 
     def _report_path(self, kind: str) -> Path:
         stamp = self.now.strftime("%Y%m%dT%H%M%SZ")
-        return Path(self.campaign.export.directory) / f"{self.campaign.name}-{kind}-{stamp}-{self.run_id[:8]}.csv"
+        return (
+            Path(self.campaign.export.directory)
+            / f"{self.campaign.name}-{kind}-{stamp}-{self.run_id[:8]}.csv"
+        )
 
 
+@functools.lru_cache(maxsize=4096)  # mapped over every kept row: a run's rows share a few times
 def _iso(value: Any) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NaT:
         return ""

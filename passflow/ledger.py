@@ -100,12 +100,22 @@ def _pid_alive(pid: int) -> bool:
 @functools.cache
 def _record_sql(dialect: str, rows: int) -> str:
     """The upsert of ``Ledger.record`` for ``rows`` rows per statement."""
-    update = ["status", "pass_id", "pass_link", "fingerprint", "last_error", "run_id", "updated_at", "issued_at"]
+    update = [
+        "status",
+        "pass_id",
+        "pass_link",
+        "fingerprint",
+        "last_error",
+        "run_id",
+        "updated_at",
+        "issued_at",
+    ]
     mark = "?" if dialect == "sqlite" else "%s"
     values = ", ".join(["(" + ", ".join([mark] * len(_RECORD_COLUMNS)) + ")"] * rows)
     return (
         f"INSERT INTO {ledger_table.name} ({', '.join(_RECORD_COLUMNS)}) VALUES {values} "
-        "ON CONFLICT (campaign, customer_id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in update)
+        "ON CONFLICT (campaign, customer_id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in update)
     )
 
 
@@ -278,7 +288,9 @@ class Ledger:
             statements.append((_record_sql(self.dialect, per), list(map(tuple, grouped.tolist()))))
         if whole < n:
             # tuples zipped from columns: 1e5 short lists from tolist() would keep the GC busy
-            statements.append((_record_sql(self.dialect, 1), list(zip(*table[whole:].T.tolist(), strict=True))))
+            statements.append(
+                (_record_sql(self.dialect, 1), list(zip(*table[whole:].T.tolist(), strict=True)))
+            )
         return statements
 
     def write(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
@@ -336,9 +348,13 @@ class Ledger:
         """One active run per campaign. A lock left by a dead process (same host) or a stale one is taken over."""
         host, pid, now = socket.gethostname(), os.getpid(), utcnow()
         with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(locks_table).where(locks_table.c.campaign == campaign).with_for_update()
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    sa.select(locks_table).where(locks_table.c.campaign == campaign).with_for_update()
+                )
+                .mappings()
+                .first()
+            )
             if row is not None:
                 heartbeat = row["heartbeat_at"]
                 if heartbeat.tzinfo is None:
@@ -352,7 +368,9 @@ class Ledger:
                 conn.execute(locks_table.delete().where(locks_table.c.campaign == campaign))
             try:
                 conn.execute(
-                    locks_table.insert().values(campaign=campaign, run_id=run_id, host=host, pid=pid, heartbeat_at=now)
+                    locks_table.insert().values(
+                        campaign=campaign, run_id=run_id, host=host, pid=pid, heartbeat_at=now
+                    )
                 )
             except sa.exc.IntegrityError:
                 raise CampaignLocked(f"campaign {campaign!r} was locked by another run just now") from None

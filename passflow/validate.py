@@ -34,7 +34,9 @@ _E164 = r"^\+[1-9][0-9]{6,14}$"
 _PHONE_PUNCT = r"[\s().\-/]"
 # The same class for pyarrow's RE2, with Python's \s (str.isspace, Unicode) spelled out: pandas would
 # run a \s pattern through `re` row by row. tests/test_staging.py checks the two agree.
-_PY_SPACE_RE2 = r"\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
+_PY_SPACE_RE2 = (
+    r"\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
+)
 _PHONE_PUNCT_RE2 = "[" + _PY_SPACE_RE2 + r"().\-/]"
 
 
@@ -56,14 +58,18 @@ class Rejects:
                     "row": sub[ROW].to_numpy(),
                     "customer_id": sub["customer_id"].to_numpy() if "customer_id" in sub else "",
                     "reason_code": code,
-                    "reason": np.asarray(reasons, dtype=object) if isinstance(reasons, pd.Series) else reasons,
+                    "reason": np.asarray(reasons, dtype=object)
+                    if isinstance(reasons, pd.Series)
+                    else reasons,
                 }
             )
         )
 
     def frame(self) -> pd.DataFrame:
         if not self.frames:
-            return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "str") for c in REJECT_COLUMNS})
+            return pd.DataFrame(
+                {c: pd.Series(dtype="int64" if c == "row" else "str") for c in REJECT_COLUMNS}
+            )
         out = pd.concat(self.frames, ignore_index=True)
         return out.sort_values("row", kind="stable").reset_index(drop=True)
 
@@ -92,7 +98,9 @@ def check_columns(columns: list[str], rules: FieldRules, template_columns: set[s
     if rules.require_phone and rules.phone:
         needed.add(("columns.phone", rules.phone))
     missing = sorted((key, col) for key, col in needed if col not in present)
-    missing += sorted(("templates", c) for c in template_columns - present if c not in {"customer_id", "email", "phone"})
+    missing += sorted(
+        ("templates", c) for c in template_columns - present if c not in {"customer_id", "email", "phone"}
+    )
     if missing:
         what = ", ".join(f"'{col}' (needed by {key})" for key, col in missing)
         raise ConfigError(
@@ -129,7 +137,9 @@ def _normalise_email(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 def _normalise_phone(values: pd.Series, region: str) -> tuple[pd.Series, pd.Series]:
     """Return (E.164, ok). E.164 input passes a syntax check; anything else is parsed by libphonenumber."""
     compact = pd.Series(
-        pc.replace_substring_regex(pa.array(values, from_pandas=True), _PHONE_PUNCT_RE2, ""), index=values.index, dtype="str"
+        pc.replace_substring_regex(pa.array(values, from_pandas=True), _PHONE_PUNCT_RE2, ""),
+        index=values.index,
+        dtype="str",
     )
     compact = compact.where(~compact.str.startswith("00"), "+" + compact.str.slice(2))
     ok = compact.str.match(_E164)
@@ -215,6 +225,8 @@ def reject_duplicate_ids(df: pd.DataFrame, first: np.ndarray, rejects: Rejects) 
     if not dup.any():
         return df
     sub = df.loc[dup]
-    reason = "duplicate customer id (first seen at row " + pd.Series(first[dup], index=sub.index).astype(str) + ")"
+    reason = (
+        "duplicate customer id (first seen at row " + pd.Series(first[dup], index=sub.index).astype(str) + ")"
+    )
     rejects.add(sub, np.ones(len(sub), dtype=bool), "duplicate_customer_id", reason)
     return df.loc[~dup]

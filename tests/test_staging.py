@@ -83,9 +83,10 @@ def run_campaign(directory: Path, *, pooled: bool) -> tuple[dict, IssueRun]:
     (directory / "campaign.toml").write_text(CAMPAIGN.format(), encoding="utf-8")
     run = IssueRun(load_campaign(directory / "campaign.toml"), run_id="0123456789abcdef" * 2, now=NOW)
     try:
+        if run._pool is not None:
+            run._pool._up.wait(60)
         if pooled:
             assert run._pool is not None, "the test lowers POOL_MIN_CSV_BYTES"
-            run._pool._up.wait(60)
             assert run._pool.ready, run._pool.failed
         for chunk in run.source_chunks():
             run.stage_chunk(chunk)
@@ -176,6 +177,23 @@ def test_background_ledger_failure_leaves_no_export(
             raise
     assert not [p for p in (d / "exports").iterdir() if "-moengage-" in p.name or "-bloomreach-" in p.name]
     assert ledger_rows(d) == []
+
+
+def test_workers_that_cannot_start_leave_the_run_to_stage_alone(
+    tmp_path: Path, salt: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sequential, _ = run_campaign(tmp_path / "seq", pooled=False)
+
+    def no_workers(pool: staging.StagePool) -> None:
+        pool.failed = OSError("no processes here")
+        pool._up.set()
+
+    monkeypatch.setattr(staging, "POOL_MIN_CSV_BYTES", 0)
+    monkeypatch.setattr(staging.StagePool, "_warm_up", no_workers)
+    alone, run = run_campaign(tmp_path / "alone", pooled=False)
+    assert alone == sequential and run._pool is None
+    assert outputs(tmp_path / "alone") == outputs(tmp_path / "seq")
+    assert "staging without worker processes: no processes here" in caplog.text
 
 
 def test_small_segments_do_not_start_workers(tmp_path: Path, salt: None) -> None:

@@ -49,7 +49,9 @@ class SkycoreLinkIssuer(Issuer):
         elif isinstance(salt, str):
             register_secret(salt)
         self.salt: str | None = salt  # type: ignore[assignment]
-        self.recipe = LinkRecipe(salt_position=sky.salt_position, hex_case=sky.hex_case, hash_input=sky.hash_input)
+        self.recipe = LinkRecipe(
+            salt_position=sky.salt_position, hex_case=sky.hex_case, hash_input=sky.hash_input
+        )
         self.templates = compile_templates(
             sky.params, section="skycore.params", campaign_vars=campaign_vars(campaign.campaign), now=now
         )
@@ -90,7 +92,9 @@ class SkycoreLinkIssuer(Issuer):
         else:
             pass_id = pd.Series("", index=df.index, dtype="str")
         if df.empty:
-            return pd.DataFrame(columns=[ROW, "customer_id", "email", "phone", "fingerprint", *self.extra_columns])
+            return pd.DataFrame(
+                columns=[ROW, "customer_id", "email", "phone", "fingerprint", *self.extra_columns]
+            )
         signed = build_links(
             self.settings.link_base,
             [(name, values[name]) for name in self.settings.params],
@@ -135,7 +139,9 @@ class SkycoreLinkIssuer(Issuer):
         id is remembered as this row's)."""
         return self.pass_ids.check_and_add_hashes(hashes, rows)
 
-    def reject_pass_id_conflicts(self, prepared: pd.DataFrame, first: np.ndarray, rejects: Rejects) -> pd.DataFrame:
+    def reject_pass_id_conflicts(
+        self, prepared: pd.DataFrame, first: np.ndarray, rejects: Rejects
+    ) -> pd.DataFrame:
         """Reject the rows ``pass_id_conflicts`` found (``first`` >= 0); return the others."""
         dup = first >= 0
         if not dup.any():

@@ -66,7 +66,11 @@ def signing_string(base: str, params: Sequence[tuple[str, str]], *, encoded: boo
 
 
 def build_link(
-    base: str, params: Sequence[tuple[str, str]], *, salt: str | None = None, recipe: LinkRecipe = LinkRecipe()
+    base: str,
+    params: Sequence[tuple[str, str]],
+    *,
+    salt: str | None = None,
+    recipe: LinkRecipe = LinkRecipe(),
 ) -> str:
     """Build one signed link. The reference implementation; :func:`build_links` is the fast path."""
     signed = signing_string(base, params, encoded=recipe.hash_input == "encoded")
@@ -86,7 +90,9 @@ def _bytes_present(arr: pa.Array) -> np.ndarray:
 
 # Bytes ``quote(safe=_SAFE)`` leaves alone; every other byte of a value's UTF-8 becomes %XX.
 _KEEP_BYTES = np.zeros(256, dtype=bool)
-_KEEP_BYTES[list(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~-" + _SAFE.encode())] = True
+_KEEP_BYTES[list(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~-" + _SAFE.encode())] = (
+    True
+)
 _MAX_BYTE_PASSES = 16
 _LS = pa.large_string()
 
@@ -123,7 +129,9 @@ def _encode_array(arr: pa.Array) -> pa.Array:
     return data.cast(_LS)  # ASCII now
 
 
-def _join(base: str, keys: Sequence[str], values: Sequence[pa.Array], extra: pa.Scalar | None = None) -> pa.Array:
+def _join(
+    base: str, keys: Sequence[str], values: Sequence[pa.Array], extra: pa.Scalar | None = None
+) -> pa.Array:
     """``base?k1=v1&k2=v2…`` for a whole chunk in one element-wise join (``extra`` appended)."""
     parts: list[pa.Array | pa.Scalar] = []
     for i, (key, arr) in enumerate(zip(keys, values, strict=True)):
@@ -192,7 +200,9 @@ def build_links(
     else:
         signed = _join(base, [k for k, _ in columns], raw, extra=append)
     checksums = _sha256_hex(signed, prefix=prefix, upper=recipe.hex_case == "upper")
-    links = pc.binary_join_element_wise(url, pa.scalar(f"&{CHECKSUM_PARAM}=", _LS), checksums, pa.scalar("", _LS))
+    links = pc.binary_join_element_wise(
+        url, pa.scalar(f"&{CHECKSUM_PARAM}=", _LS), checksums, pa.scalar("", _LS)
+    )
     return SignedLinks(
         links=pd.Series(links, index=index, dtype="str"),
         checksums=pd.Series(checksums, index=index, dtype="str"),
