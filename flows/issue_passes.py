@@ -7,20 +7,24 @@ Secrets are never parameters: the campaign file references them (env vars / Secr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.states import Failed
 from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.config import load_campaign
 from passflow.engine import IssueRun, RunResult
-from passflow.report import summary_markdown, summary_rows
+from passflow.errors import PassflowError
+from passflow.report import failure_markdown, report_progress, summary_markdown, summary_rows
+from passflow.secrets import redact
 from tasks.issue_tasks import deliver_batch, end_staging, stage_chunk
 
 
@@ -72,17 +76,47 @@ class IssueRequest(BaseModel):
         return out
 
 
-def _artifact_key(name: str, suffix: str) -> str:
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def campaign_path(value: str) -> Path:
+    """A relative campaign path is tried against the working directory, then the project root — so a
+    deployment's default ``data/campaigns/x.toml`` works from a worker started anywhere."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists() or not (PROJECT_ROOT / path).exists():
+        return path
+    return PROJECT_ROOT / path
+
+
+def artifact_key(name: str, suffix: str) -> str:
     # Artifact keys: lowercase letters, digits and dashes only.
     slug = "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
     return f"{slug}-{suffix}"[:100]
 
 
+def publish_failure(campaign: str, exc: BaseException, run_id: str | None = None) -> None:
+    """The loud part of a failure: a markdown artifact (the flow run itself ends Failed)."""
+    create_markdown_artifact(
+        key=artifact_key(campaign, "failure"),
+        markdown=failure_markdown(campaign, redact(f"{type(exc).__name__}: {exc}"), run=run_id),
+        description=f"FAILED run of {campaign}",
+    )
+
+
 @flow(name="issue-passes", persist_result=False)
-def issue_passes(request: IssueRequest) -> dict[str, Any]:
-    """Issue passes for a campaign's segment and write the attribute exports."""
+def issue_passes(request: IssueRequest) -> dict[str, Any] | State:
+    """Issue passes for a campaign's segment and write the attribute exports.
+
+    Ends Failed (with a failure artifact) when the run fails or too many rows are rejected, and
+    Failed with the summary as its result when some rows failed at the vendor.
+    """
     logger = get_run_logger()
-    campaign = load_campaign(request.campaign, overrides=request.overrides())
+    path = campaign_path(request.campaign)
+    try:
+        campaign = load_campaign(path, overrides=request.overrides())
+    except PassflowError as exc:
+        publish_failure(path.stem, exc)
+        raise
     run = IssueRun(campaign, dry_run=request.dry_run, logger=logger, preview_rows=request.preview_rows)
     logger.info(
         "run %s: campaign %s (%s), segment %s%s",
@@ -92,37 +126,53 @@ def issue_passes(request: IssueRequest) -> dict[str, Any]:
         run.source_label,
         " — dry run" if request.dry_run else "",
     )
-    progress = create_progress_artifact(0.0, description=f"{campaign.name}: batches delivered")
+    progress = create_progress_artifact(
+        0.0, key=artifact_key(campaign.name, "progress"), description=f"{campaign.name}: reading the segment"
+    )
     try:
         for chunk in run.source_chunks():
             first, last = int(chunk["__row__"].iloc[0]), int(chunk["__row__"].iloc[-1])
             stage_chunk.with_options(task_run_name=f"stage-rows-{first}-{last}")(run, chunk)
+            report_progress("read", run.counts.read)
         end_staging(run)
         logger.info(
             "staged %d rows: %d ready, %d rejected", run.counts.read, run.counts.prepared, run.counts.rejected
         )
         total = run.batch_count
+        report_progress("deliver", 0, total)
         for i in range(total):
             deliver_batch.with_options(task_run_name=f"deliver-batch-{i + 1}-of-{total}")(run, i)
-            update_progress_artifact(progress, 100.0 * (i + 1) / total)
+            report_progress("deliver", i + 1, total)
+            update_progress_artifact(
+                progress,
+                100.0 * (i + 1) / total,
+                description=f"{campaign.name}: {i + 1} of {total} batches delivered "
+                f"({run.counts.read} rows read, {run.counts.rejected} rejected)",
+            )
         result = run.commit()
     except BaseException as exc:
         run.abort(exc)
+        publish_failure(campaign.name, exc, run.run_id)
         raise
-    update_progress_artifact(progress, 100.0)
+    update_progress_artifact(progress, 100.0, description=f"{campaign.name}: done")
     publish_report(result)
-    logger.info("done: %s", ", ".join(f"{r['metric']} {r['value']}" for r in summary_rows(result)[:9]))
-    return result.summary()
+    summary = result.summary()
+    logger.info("done: %s", ", ".join(f"{r['metric']} {r['value']}" for r in summary_rows(summary)[:9]))
+    if result.counts.failed:
+        message = f"{result.counts.failed} rows failed at the vendor (see {result.failures_file})"
+        logger.error(message)
+        return Failed(message=message, data=summary)
+    return summary
 
 
 def publish_report(result: RunResult) -> None:
     create_table_artifact(
-        key=_artifact_key(result.campaign, "summary"),
+        key=artifact_key(result.campaign, "summary"),
         table=summary_rows(result),
         description=f"Run {result.run_id} of {result.campaign}",
     )
     create_markdown_artifact(
-        key=_artifact_key(result.campaign, "report"),
+        key=artifact_key(result.campaign, "report"),
         markdown=summary_markdown(result),
         description=f"Outputs of run {result.run_id}",
     )

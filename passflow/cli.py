@@ -6,10 +6,12 @@ Exit codes: 0 ok; 1 the run failed (vendor errors, unexpected error); 2 bad conf
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -52,25 +54,48 @@ def _fail(exc: BaseException) -> None:
 
 
 def _print_summary(summary: dict) -> None:
-    from passflow.report import SUMMARY_LABELS
+    from passflow.report import output_files, summary_rows
 
-    table = Table(title=f"{summary['campaign']} — run {summary['run_id']}" + (" (dry run)" if summary["dry_run"] else ""))
+    title = f"{summary['campaign']} — run {summary['run_id']}" + (" (dry run)" if summary["dry_run"] else "")
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, label in SUMMARY_LABELS:
-        value = summary.get(key)
-        if value not in (None, 0, [], {}) or key in ("read", "rejected", "issued_new", "failed", "exported"):
-            table.add_row(label, str(value))
-    for reason, n in (summary.get("reject_reasons") or {}).items():
-        table.add_row(f"  rejected: {reason}", str(n))
+    for row in summary_rows(summary):
+        table.add_row(row["metric"], str(row["value"]))
     console.print(table)
     # Paths on one line each (no wrapping), so they can be copied.
-    for f in summary.get("export_files") or []:
-        console.print(f"export: {f}", highlight=False, soft_wrap=True, markup=False)
-    if summary.get("rejects_file"):
-        console.print(f"rejects: {summary['rejects_file']}", highlight=False, soft_wrap=True, markup=False)
-    if summary.get("failures_file"):
-        console.print(f"failed rows: {summary['failures_file']}", highlight=False, soft_wrap=True, markup=False)
+    for kind, f in output_files(summary):
+        console.print(f"{kind}: {f}", highlight=False, soft_wrap=True, markup=False)
+
+
+@contextlib.contextmanager
+def _live_progress() -> Iterator[None]:
+    """A rich progress bar fed by the flow's progress reports (rows read, then batches delivered)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from passflow.report import add_progress_listener
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=False, disable=not err.is_terminal and not os.environ.get("PASSFLOW_PROGRESS"),
+    )  # fmt: skip
+    tasks: dict[str, Any] = {}
+
+    def on_progress(phase: str, done: int, total: int | None) -> None:
+        if phase not in tasks:
+            label = "rows read and validated" if phase == "read" else "batches delivered"
+            tasks[phase] = progress.add_task(label, total=total)
+            if phase == "deliver" and "read" in tasks:  # reading is over: show it complete
+                t = tasks["read"]
+                progress.update(t, total=progress.tasks[t].completed)
+        progress.update(tasks[phase], completed=done, total=total)
+
+    remove = add_progress_listener(on_progress)
+    try:
+        with progress:
+            yield
+    finally:
+        remove()
 
 
 def _print_preview(rows: list[dict[str, str]]) -> None:
@@ -112,17 +137,25 @@ def issue(
         loaded = load_campaign(campaign, overrides=request.overrides())
     except PassflowError as exc:
         _fail(exc)
-    with sandbox_for(loaded, console=err):
+    with sandbox_for(loaded, console=err), _live_progress():
         state = issue_passes(request, return_state=True)
-    if state.is_failed() or state.is_crashed():
-        exc = state.result(raise_on_failure=False)
-        _fail(exc if isinstance(exc, BaseException) else RuntimeError(str(state.message)))
-    summary = state.result()
+    summary = _state_summary(state)
     _print_summary(summary)
     if summary.get("dry_run") and summary.get("preview"):
         _print_preview(summary["preview"])
     if summary.get("failed"):
+        err.print(f"[bold red]run failed:[/] {escape(str(state.message or ''))}", highlight=False)
         raise typer.Exit(1)
+
+
+def _state_summary(state: Any) -> dict:
+    """The summary of a finished flow run, or exit with the error of a failed one."""
+    result = state.result(raise_on_failure=False) if (state.is_failed() or state.is_crashed()) else None
+    if result is None:
+        result = state.result() if state.is_completed() else RuntimeError(str(state.message))
+    if isinstance(result, BaseException):
+        _fail(result)
+    return result
 
 
 @app.command()

@@ -152,6 +152,41 @@ class LedgerSettings(_Model):
     url: str = "sqlite:///state/ledger.db"
 
 
+class ScheduleSettings(_Model):
+    """When a deployment runs this campaign (``passflow serve`` / ``passflow deploy``)."""
+
+    cron: str = Field(description="Cron expression, e.g. '0 6 * * MON' (06:00 every Monday)")
+    timezone: str = Field("UTC", description="IANA time zone the cron is read in, e.g. 'Europe/Prague'")
+    active: bool = Field(True, description="false keeps the deployment but pauses its schedule")
+    dry_run: bool = Field(False, description="Default of the deployment's 'Dry run' parameter")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from datetime import datetime
+
+        from cronsim import CronSim, CronSimError
+
+        if len(v.split()) != 5:
+            raise ValueError("must be a 5-field cron expression (minute hour day month weekday), e.g. '0 6 * * MON'")
+        try:
+            CronSim(v, datetime(2026, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"not a valid cron expression: {exc}") from None
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; use an IANA name such as 'Europe/Prague' or 'UTC'") from None
+        return v
+
+
 class Campaign(_Model):
     campaign: CampaignInfo
     source: SourceSettings
@@ -162,6 +197,7 @@ class Campaign(_Model):
     limits: Limits = Limits()
     export: ExportSettings = ExportSettings()
     ledger: LedgerSettings = LedgerSettings()
+    schedule: ScheduleSettings | None = None
     # Set by the loader, not the file: where the campaign came from (for messages and paths).
     path: Path | None = Field(None, exclude=True)
 
