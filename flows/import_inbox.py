@@ -90,7 +90,11 @@ def outcome_rows(outcomes: list[FileOutcome]) -> list[dict[str, Any]]:
 
 @flow(name="import-inbox", persist_result=False)
 def import_inbox(request: InboxRequest = DEFAULT_REQUEST) -> list[dict[str, Any]] | State:
-    """Issue every complete CSV file in the inbox and file it away with a report."""
+    """Issue every complete CSV file in the inbox and file it away with a report.
+
+    Args:
+        request: Where the inbox and the campaign files are, and how long a file must be unchanged.
+    """
     logger = get_run_logger()
     inbox = Inbox(_resolve(request.inbox), _resolve(request.campaigns), settle_seconds=request.settle_seconds)
     outcomes = inbox.poll(_issue_subflow)

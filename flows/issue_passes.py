@@ -109,6 +109,9 @@ def issue_passes(request: IssueRequest) -> dict[str, Any] | State:
 
     Ends Failed (with a failure artifact) when the run fails or too many rows are rejected, and
     Failed with the summary as its result when some rows failed at the vendor.
+
+    Args:
+        request: The campaign to run and optional overrides (segment, dry run, limits).
     """
     logger = get_run_logger()
     path = campaign_path(request.campaign)

@@ -236,6 +236,65 @@ def sandbox(
     serve(host=host, port=port, config=config)
 
 
+@app.command("serve")
+def serve_cmd(
+    campaigns: Annotated[Path | None, typer.Option(help="Folder of campaign files (default: data/campaigns)")] = None,
+    inbox: Annotated[Path | None, typer.Option(help="Inbox folder for analysts' CSV files (default: data/inbox)")] = None,
+    port: Annotated[int, typer.Option(help="Port of the Prefect server (UI at http://127.0.0.1:PORT)")] = 4200,
+    server: Annotated[bool, typer.Option(help="Start a Prefect server; --no-server uses PREFECT_API_URL")] = True,
+) -> None:
+    """Self-hosted, one machine: a Prefect server, every deployment (scheduled) and the inbox, in one command."""
+    _prefect_defaults()
+    from deployments.registry import CAMPAIGNS, build_deployments
+    from deployments.server import prefect_server
+    from passflow.config import load_campaign
+    from passflow.sandbox_autostart import sandbox_for
+
+    folder = campaigns or CAMPAIGNS
+    inbox_request = {"campaigns": str(folder.resolve())} if campaigns else {}
+    if inbox:
+        inbox_request["inbox"] = str(inbox.resolve())
+    try:
+        deployments = build_deployments(folder, inbox=inbox_request)
+        loaded = [load_campaign(p) for p in sorted(folder.glob("*.toml"))]
+    except PassflowError as exc:
+        _fail(exc)
+    with contextlib.ExitStack() as stack:
+        if server and not os.environ.get("PREFECT_API_URL"):
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            api_url = stack.enter_context(prefect_server(port=port))
+            os.environ["PREFECT_API_URL"] = api_url  # for the flow-run processes
+            stack.enter_context(temporary_settings({PREFECT_API_URL: api_url}))  # for this one
+            console.print(f"Prefect UI: http://127.0.0.1:{port}  (API {api_url})", highlight=False)
+        for campaign in loaded:  # campaigns that point at the provider sandbox get it for the session
+            stack.enter_context(sandbox_for(campaign, console=console))
+        from prefect import serve
+
+        for d in deployments:
+            console.print(f"serving {d.flow_name}/{d.name}", highlight=False)
+        serve(*deployments, print_starting_message=False)
+
+
+@app.command("deploy")
+def deploy_cmd(
+    pool: Annotated[str, typer.Option(help="Process work pool to deploy to (created when missing)")] = "passflow",
+    campaigns: Annotated[Path | None, typer.Option(help="Folder of campaign files (default: data/campaigns)")] = None,
+) -> None:
+    """Register every deployment with a process work pool; run `prefect worker start --pool POOL` on the
+    machines that should execute them (passflow installed there)."""
+    _prefect_defaults()
+    from deployments.registry import CAMPAIGNS, register_with_pool
+
+    try:
+        names = register_with_pool(pool, campaigns or CAMPAIGNS)
+    except PassflowError as exc:
+        _fail(exc)
+    for name in names:
+        console.print(f"deployed {name} to work pool {pool!r}", highlight=False)
+    console.print(f"now, on each worker machine: prefect worker start --pool {pool}", highlight=False)
+
+
 @app.command("demo-db")
 def demo_db(
     path: Annotated[Path, typer.Option(help="SQLite file to create")] = Path("data/crm.db"),

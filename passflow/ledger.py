@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -147,12 +148,20 @@ class Ledger:
         self.engine: Engine = sa.create_engine(url, **kwargs)
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_bulk_pragmas if bulk_writer else _sqlite_pragmas)
-        try:
-            metadata.create_all(self.engine)
-        except sa.exc.SQLAlchemyError as exc:
-            raise PassflowError(
-                f"cannot open the ledger at {self.safe_url}: {type(exc.orig or exc).__name__}"
-            ) from None
+        for attempt in range(5):
+            try:
+                metadata.create_all(self.engine)
+                break
+            except sa.exc.OperationalError:
+                # Processes opening a new SQLite ledger at once (a scheduled run and an inbox import)
+                # race on creating it ("table already exists", "database is locked"): look again.
+                if attempt == 4 or self.dialect != "sqlite":
+                    raise PassflowError(f"cannot open the ledger at {self.safe_url}: OperationalError") from None
+                time.sleep(0.2 * (attempt + 1))
+            except sa.exc.SQLAlchemyError as exc:
+                raise PassflowError(
+                    f"cannot open the ledger at {self.safe_url}: {type(exc.orig or exc).__name__}"
+                ) from None
 
     def close(self) -> None:
         self.engine.dispose()

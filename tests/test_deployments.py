@@ -1,17 +1,53 @@
-"""Deployments: one per campaign, default parameters that validate, no secret fields."""
+"""Deployments built from the registry: one per campaign and flow, schedules and default parameters
+from the campaign files, no secret fields (no server needed; the served path is in
+tests/test_deployments_server.py)."""
 
 from __future__ import annotations
 
-from deployments.serve import campaign_deployments
+from pathlib import Path
+
+import pytest
+
+from deployments.registry import FLOWS, build_deployments
 from flows.issue_passes import IssueRequest
+from passflow.config import load_campaign
+from passflow.errors import ConfigError
+from tests.test_issue_skycore import make_campaign
+
+SECRET_WORDS = ("secret", "token", "salt", "password", "api_key")
 
 
-def test_one_deployment_per_campaign_with_valid_parameters() -> None:
-    deps = list(campaign_deployments())
-    names = {d.name for d in deps}
-    assert {"spring-coupon-2026", "loyalty-card-2026"} <= names
-    for d in deps:
+def test_one_deployment_per_campaign_with_schedule_and_valid_parameters() -> None:
+    deps = build_deployments()
+    issue = {d.name: d for d in deps if d.flow_name == "issue-passes"}
+    assert {"spring-coupon-2026", "loyalty-card-2026"} <= set(issue)
+    coupon = issue["spring-coupon-2026"]
+    [sched] = coupon.schedules
+    assert sched.schedule.cron == "0 6 * * MON" and sched.schedule.timezone == "Europe/Prague" and sched.active
+    for d in issue.values():
         request = IssueRequest.model_validate(d.parameters["request"])
-        assert request.campaign.endswith(".toml") and not request.dry_run
-        keys = [k.lower() for k in d.parameters["request"]]
-        assert not any(w in k for k in keys for w in ("secret", "token", "salt", "password"))
+        assert request.campaign.startswith("data/campaigns/") and not request.dry_run
+        assert load_campaign(Path(__file__).parents[1] / request.campaign).name == d.name
+        assert not any(w in k.lower() for k in d.parameters["request"] for w in SECRET_WORDS)
+    [inbox] = [d for d in deps if d.flow_name == "import-inbox"]
+    assert inbox.name == "inbox" and inbox.schedules[0].schedule.cron == "* * * * *"
+    assert inbox.parameters["request"]["inbox"] == "data/inbox"
+    assert len(deps) == len(issue) + 1 == len(FLOWS) - 1 + len(issue)
+
+
+def test_schedule_section_is_validated(tmp_path: Path) -> None:
+    path = make_campaign(tmp_path)
+    base = path.read_text()
+    for schedule, message in [
+        ('cron = "0 6 * *"\ntimezone = "UTC"', "5-field cron"),
+        ('cron = "0 25 * * *"', "not a valid cron expression"),
+        ('cron = "0 6 * * *"\ntimezone = "Europe/Praha"', "unknown time zone"),
+        ('cron = "0 6 * * *"\ntimezon = "UTC"', "unknown key"),
+    ]:
+        path.write_text(base + f"\n[schedule]\n{schedule}\n")
+        with pytest.raises(ConfigError) as exc:
+            load_campaign(path)
+        assert str(path) in str(exc.value) and "[schedule." in str(exc.value) and message in str(exc.value)
+    path.write_text(base + '\n[schedule]\ncron = "15 8 * * 1-5"\ntimezone = "America/New_York"\ndry_run = true\n')
+    [dep] = build_deployments(tmp_path)[:1]
+    assert dep.schedules[0].schedule.timezone == "America/New_York" and dep.parameters["request"]["dry_run"] is True

@@ -153,3 +153,23 @@ def test_duplicate_drop_issues_nothing_new(tmp_path: Path, db_url: str) -> None:
         files = conn.execute(sa.text("select count(*) from passflow_inbox_files")).scalar_one()
     engine.dispose()
     assert dict(rows) == {"issued": 293} and files == 2
+
+
+def _open_ledger_at(url: str, start_at: float) -> str:
+    from passflow.ledger import Ledger
+
+    time.sleep(max(0.0, start_at - time.time()))
+    Ledger(url).close()
+    return "ok"
+
+
+def test_processes_creating_a_new_ledger_at_once_all_succeed(tmp_path: Path) -> None:
+    """An inbox import and a scheduled run may open a campaign's brand-new SQLite ledger together."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'state' / 'ledger.db'}"
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        start_at = time.time() + 1.0
+        results = pool.starmap(_open_ledger_at, [(url, start_at)] * 4)
+    assert results == ["ok"] * 4
