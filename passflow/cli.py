@@ -57,7 +57,8 @@ def _print_summary(summary: dict) -> None:
     from passflow.report import output_files, summary_rows
 
     title = f"{summary['campaign']} — run {summary['run_id']}" + (" (dry run)" if summary["dry_run"] else "")
-    table = Table(title=title)
+    console.print(title, style="bold", highlight=False, markup=False, soft_wrap=True)  # never wrapped
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for row in summary_rows(summary):
@@ -234,6 +235,40 @@ def sandbox(
         soft_wrap=True,
     )
     serve(host=host, port=port, config=config)
+
+
+@app.command("inbox")
+def inbox_cmd(
+    inbox: Annotated[Path, typer.Option(help="Inbox folder (processed/ and rejected/ are made inside)")] = Path("data/inbox"),
+    campaigns: Annotated[Path, typer.Option(help="Folder of campaign files")] = Path("data/campaigns"),
+    settle_seconds: Annotated[float, typer.Option(help="A file must be unchanged this long (and since the last poll)")] = 10.0,
+) -> None:
+    """Poll the analysts' inbox once (the import-inbox flow): issue every complete CSV and file it away."""
+    _prefect_defaults()
+    from flows.import_inbox import InboxRequest, import_inbox
+
+    request = InboxRequest(inbox=str(inbox.resolve()), campaigns=str(campaigns.resolve()), settle_seconds=settle_seconds)
+    with _live_progress():
+        state = import_inbox(request, return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, BaseException):
+        _fail(rows)
+    if not rows:
+        console.print(f"{inbox}: no complete file to take (a file is taken once it stops changing; "
+                      "NAME.csv.ready takes it now)", highlight=False)  # fmt: skip
+    table = Table(title=f"inbox {inbox}")
+    for col in ("file", "status", "campaign", "issued", "rejected rows", "failed rows"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(escape(str(row[c])) for c in ("file", "status", "campaign", "issued", "rejected rows", "failed rows")))
+    if rows:
+        console.print(table)
+    for row in rows:
+        if row["reasons"]:
+            console.print(f"{row['file']}: {row['reasons']}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"report: {row['report']}", highlight=False, markup=False, soft_wrap=True)
+    if state.is_failed():
+        raise typer.Exit(1)
 
 
 @app.command("serve")

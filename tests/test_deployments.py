@@ -51,3 +51,18 @@ def test_schedule_section_is_validated(tmp_path: Path) -> None:
     path.write_text(base + '\n[schedule]\ncron = "15 8 * * 1-5"\ntimezone = "America/New_York"\ndry_run = true\n')
     [dep] = build_deployments(tmp_path)[:1]
     assert dep.schedules[0].schedule.timezone == "America/New_York" and dep.parameters["request"]["dry_run"] is True
+
+
+def test_failure_automation_is_a_valid_prefect_automation() -> None:
+    import uuid
+
+    from prefect.events.schemas.automations import AutomationCore
+
+    from deployments.automation import failure_automation
+
+    block = str(uuid.uuid4())
+    automation = AutomationCore.model_validate(failure_automation(block))
+    assert automation.trigger.expect == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
+    assert str(automation.actions[0].block_document_id) == block
+    # every deployment carries the tag the trigger matches
+    assert all("passflow" in d.tags for d in build_deployments())

@@ -104,7 +104,9 @@ def deployments(served: dict[str, Any]) -> dict[str, Any]:
 def runs(served: dict[str, Any], deployments: dict[str, Any]) -> dict[str, Any]:
     """Three runs started like the UI's Run button (the form's full parameters), awaited together."""
     base: Path = served["base"]
-    inbox = base / "inbox"
+    # The form's inbox field changed to a folder of its own: the every-minute scheduled inbox runs
+    # keep polling the default one, so they cannot take this file first.
+    inbox = base / "inbox-manual"
     write_segment_csv(inbox / "inbox-coupon--from-analyst.csv", rows=120)
     (inbox / "inbox-coupon--from-analyst.csv.ready").touch()
     issue = deployments["issue-passes/test-coupon"]
@@ -112,13 +114,14 @@ def runs(served: dict[str, Any], deployments: dict[str, Any]) -> dict[str, Any]:
     other = deployments["issue-passes/other-coupon"]
     bad_form = dict(other.parameters["request"], segment=str(base / "missing.csv"))
     inbox_dep = deployments["import-inbox/inbox"]
+    inbox_form = dict(inbox_dep.parameters["request"], inbox=str(inbox))
 
     async def start_and_wait() -> dict[str, Any]:
         async with _client(served["api"]) as client:
             started = {
                 "issue": await client.create_flow_run_from_deployment(issue.id, parameters={"request": form}),
                 "bad": await client.create_flow_run_from_deployment(other.id, parameters={"request": bad_form}),
-                "inbox": await client.create_flow_run_from_deployment(inbox_dep.id, parameters=inbox_dep.parameters),
+                "inbox": await client.create_flow_run_from_deployment(inbox_dep.id, parameters={"request": inbox_form}),
             }
             deadline = time.monotonic() + 150
             while True:
@@ -208,7 +211,7 @@ def test_a_failed_run_is_loud(runs: dict[str, Any]) -> None:
 def test_the_inbox_deployment_takes_a_dropped_file(runs: dict[str, Any], served: dict[str, Any]) -> None:
     run = runs["runs"]["inbox"]
     assert run.state.is_completed(), (run.state, served["log"].read_text()[-3000:])
-    processed = served["base"] / "inbox" / "processed"
+    processed = served["base"] / "inbox-manual" / "processed"
     [csv_file] = processed.glob("*-inbox-coupon--from-analyst.csv")
     report = csv_file.with_suffix(".report.md").read_text()
     assert "processed" in report and "| read | 120 |" in report and "moengage" in report
