@@ -258,7 +258,7 @@ def inbox_cmd(
                       "NAME.csv.ready takes it now)", highlight=False)  # fmt: skip
     table = Table(title=f"inbox {inbox}")
     for col in ("file", "status", "campaign", "issued", "rejected rows", "failed rows"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*(escape(str(row[c])) for c in ("file", "status", "campaign", "issued", "rejected rows", "failed rows")))
     if rows:

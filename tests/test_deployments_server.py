@@ -217,3 +217,21 @@ def test_the_inbox_deployment_takes_a_dropped_file(runs: dict[str, Any], served:
     assert "processed" in report and "| read | 120 |" in report and "moengage" in report
     [files] = [a for a in runs["artifacts"]["inbox"] if a.key == "inbox-files"]
     assert "from-analyst" in str(files.data) and "processed" in str(files.data)
+
+
+def test_deploy_registers_every_deployment_with_a_process_work_pool(served: dict[str, Any], runs: Any) -> None:
+    """`passflow deploy`: the worker path for other machines (last: it re-registers the deployments)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.registry import register_with_pool
+
+    with temporary_settings({PREFECT_API_URL: served["api"]}):
+        names = register_with_pool("passflow-test", served["base"] / "campaigns")
+    assert sorted(names) == sorted(
+        ["issue-passes/test-coupon", "issue-passes/other-coupon", "issue-passes/inbox-coupon", "import-inbox/inbox"]
+    )
+    pool = _call(served["api"], lambda c: c.read_work_pool("passflow-test"))
+    assert pool.type == "process"
+    for dep in _call(served["api"], lambda c: c.read_deployments()):
+        assert dep.work_pool_name == "passflow-test"
+        assert dep.entrypoint in ("flows.issue_passes.issue_passes", "flows.import_inbox.import_inbox")
