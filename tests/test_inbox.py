@@ -173,3 +173,32 @@ def test_processes_creating_a_new_ledger_at_once_all_succeed(tmp_path: Path) -> 
         start_at = time.time() + 1.0
         results = pool.starmap(_open_ledger_at, [(url, start_at)] * 4)
     assert results == ["ok"] * 4
+
+
+def test_duplicate_passmachine_drop_creates_no_pass_at_the_vendor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vendor's own counters: a re-dropped file (same or re-saved) creates no pass."""
+    from passflow.sandbox.runner import start_sandbox_thread
+    from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN
+    from tests.test_issue_passmachine import make
+
+    monkeypatch.setenv("PF_PM_PUBLIC", DEMO_PUBLIC_TOKEN)
+    monkeypatch.setenv("PF_PM_SECRET", DEMO_SECRET_TOKEN)
+    with start_sandbox_thread() as sandbox:
+        campaigns = tmp_path / "campaigns"
+        campaigns.mkdir()
+        make(campaigns, sandbox, rows=120)
+        name = load_campaign(campaigns / "campaign.toml").name
+        inbox = Inbox(tmp_path / "inbox", campaigns, settle_seconds=0)
+        first = drop(tmp_path / "inbox", f"{name}--list.csv", rows=120, ready=True)
+        content = first.read_bytes()
+        [one] = inbox.poll(issue)
+        created = sandbox.admin.stats()["passes_created"]
+        assert one.status == "processed" and created == one.summary["issued_new"] > 100
+        for suffix, extra in (("again", b""), ("resaved", b"\r\n")):
+            (tmp_path / "inbox" / f"{name}--{suffix}.csv").write_bytes(content + extra)
+            (tmp_path / "inbox" / f"{name}--{suffix}.csv.ready").touch()
+        outcomes = {o.file.split("--")[1]: o for o in inbox.poll(issue)}
+        assert outcomes["again.csv"].status == "duplicate"
+        assert outcomes["resaved.csv"].status == "processed" and outcomes["resaved.csv"].summary["issued_new"] == 0
+        stats = sandbox.admin.stats(per_customer=False)
+        assert stats["passes_created"] == created and stats["duplicates"] == 0
