@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from passflow.config import load_campaign
 from passflow.engine import IssueRun, RunResult
 from passflow.report import summary_markdown, summary_rows
+from passflow.shutdown import graceful_stop
 from tasks.issue_tasks import deliver_batch, end_staging, stage_chunk
 
 
@@ -94,18 +95,20 @@ def issue_passes(request: IssueRequest) -> dict[str, Any]:
     )
     progress = create_progress_artifact(0.0, description=f"{campaign.name}: batches delivered")
     try:
-        for chunk in run.source_chunks():
-            first, last = int(chunk["__row__"].iloc[0]), int(chunk["__row__"].iloc[-1])
-            stage_chunk.with_options(task_run_name=f"stage-rows-{first}-{last}")(run, chunk)
-        end_staging(run)
-        logger.info(
-            "staged %d rows: %d ready, %d rejected", run.counts.read, run.counts.prepared, run.counts.rejected
-        )
-        total = run.batch_count
-        for i in range(total):
-            deliver_batch.with_options(task_run_name=f"deliver-batch-{i + 1}-of-{total}")(run, i)
-            update_progress_artifact(progress, 100.0 * (i + 1) / total)
-        result = run.commit()
+        # Prefect's own SIGTERM handler would abort mid-call; ours lets the calls in flight land first.
+        with graceful_stop(logger):
+            for chunk in run.source_chunks():
+                first, last = int(chunk["__row__"].iloc[0]), int(chunk["__row__"].iloc[-1])
+                stage_chunk.with_options(task_run_name=f"stage-rows-{first}-{last}")(run, chunk)
+            end_staging(run)
+            logger.info(
+                "staged %d rows: %d ready, %d rejected", run.counts.read, run.counts.prepared, run.counts.rejected
+            )
+            total = run.batch_count
+            for i in range(total):
+                deliver_batch.with_options(task_run_name=f"deliver-batch-{i + 1}-of-{total}")(run, i)
+                update_progress_artifact(progress, 100.0 * (i + 1) / total)
+            result = run.commit()
     except BaseException as exc:
         run.abort(exc)
         raise

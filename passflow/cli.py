@@ -1,7 +1,7 @@
 """``passflow`` — the command line: the analyst's and operator's entry point.
 
 Exit codes: 0 ok; 1 the run failed (vendor errors, unexpected error); 2 bad configuration or input;
-3 too many rejected rows (nothing issued).
+3 too many rejected rows (nothing issued); 143 stopped by SIGTERM (calls in flight recorded; rerun to finish).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from passflow.errors import ConfigError, PassflowError, RejectRateExceeded
+from passflow.errors import ConfigError, PassflowError, RejectRateExceeded, RunStopped
 from passflow.secrets import redact
 
 app = typer.Typer(
@@ -41,6 +41,9 @@ def _fail(exc: BaseException) -> None:
     if isinstance(exc, RejectRateExceeded):
         err.print(f"[bold red]stopped:[/] {escape(redact(str(exc)))}", highlight=False)
         raise typer.Exit(3)
+    if isinstance(exc, RunStopped):
+        err.print(f"[bold yellow]stopped:[/] {escape(redact(str(exc)))}", highlight=False)
+        raise typer.Exit(143)  # 128 + SIGTERM, as a shell reports a process ended by it
     if isinstance(exc, ConfigError):
         err.print(f"[bold red]configuration error:[/] {escape(redact(str(exc)))}", highlight=False)
         raise typer.Exit(2)

@@ -44,6 +44,7 @@ from passflow.providers.passmachine import (
     pass_link_of,
 )
 from passflow.secrets import resolve_secret
+from passflow.shutdown import crash_point, stop_requested
 from passflow.validate import ROW, Rejects
 
 _TV, _MD = "templateVariables.", "metadata."
@@ -191,7 +192,7 @@ class PassmachineIssuer(Issuer):
         async def produce() -> None:
             step = self._intent_slice()
             for start in range(0, len(rows), step):
-                if self.stop_reason:
+                if self.stop_reason or stop_requested():
                     break
                 part = todo.iloc[start : start + step]
                 # Intent before effect: nothing is sent for a row before it is pending in the ledger.
@@ -206,8 +207,9 @@ class PassmachineIssuer(Issuer):
         async def work() -> None:
             while (i := await queue.get()) is not None:
                 cid, fp, payload = rows[i]
-                if self.stop_reason:
-                    outcomes[i] = _outcome(cid, fp, "failed", error="not sent: " + self.stop_reason.split(":")[0])
+                if self.stop_reason or stop_requested():
+                    why = self.stop_reason.split(":")[0] if self.stop_reason else "stopped by SIGTERM"
+                    outcomes[i] = _outcome(cid, fp, "failed", error="not sent: " + why)
                     continue
                 body = json.loads(payload)
                 result = await client.create_pass(
@@ -216,6 +218,7 @@ class PassmachineIssuer(Issuer):
                     metadata=body["metadata"],
                 )
                 outcomes[i] = self._from_result(cid, fp, result)
+                crash_point("issue")
 
         await asyncio.gather(produce(), *(work() for _ in range(workers)))
         # Rows never queued because the run stopped: they were never sent either.
