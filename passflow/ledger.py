@@ -26,7 +26,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from passflow.errors import PassflowError
+from passflow.config import LEDGER_URL_ENV
+from passflow.errors import ConfigError, PassflowError
 
 metadata = sa.MetaData()
 
@@ -150,8 +151,16 @@ class Ledger:
         try:
             metadata.create_all(self.engine)
         except sa.exc.SQLAlchemyError as exc:
-            raise PassflowError(
-                f"cannot open the ledger at {self.safe_url}: {type(exc.orig or exc).__name__}"
+            # A configuration problem (exit 2, names the key), with the driver's reason: "refused",
+            # "does not exist"… — never the password.
+            cause = exc.orig or exc
+            detail = (str(cause).strip().splitlines() or [""])[0][:200]
+            if parsed.password:
+                detail = detail.replace(str(parsed.password), "***")
+            raise ConfigError(
+                f"cannot open the ledger at {self.safe_url}: {type(cause).__name__}: {detail} "
+                f"(check the URL and that the database is running; {LEDGER_URL_ENV} overrides it)",
+                key="ledger.url",
             ) from None
 
     def close(self) -> None:
