@@ -368,8 +368,12 @@ class Ledger:
                 heartbeat = row["heartbeat_at"]
                 if heartbeat.tzinfo is None:
                     heartbeat = heartbeat.replace(tzinfo=UTC)
-                holder_dead = row["host"] == host and not _pid_alive(row["pid"])
-                if not holder_dead and now - heartbeat < STALE_LOCK and row["run_id"] != run_id:
+                same_host = row["host"] == host
+                # A live holder on this host keeps its lock however long one batch takes (a slow
+                # vendor): taking it over would let two runs issue the same customers. The heartbeat
+                # only decides for holders on other hosts, whose process we cannot check.
+                holder_alive = _pid_alive(row["pid"]) if same_host else now - heartbeat < STALE_LOCK
+                if holder_alive and row["run_id"] != run_id:
                     raise CampaignLocked(
                         f"campaign {campaign!r} is already being run (run {row['run_id']}, host {row['host']}, "
                         f"pid {row['pid']}); wait for it to finish, or remove the lock if that process is gone"

@@ -199,6 +199,8 @@ class PassmachineIssuer(Issuer):
                 await asyncio.to_thread(
                     ledger.mark_pending, ctx.campaign, self.provider, part[["customer_id", "fingerprint"]], ctx.run_id
                 )
+                # a batch can take longer than the lock's stale time at a low rate: keep the lock fresh
+                await asyncio.to_thread(ledger.heartbeat, ctx.campaign, ctx.run_id)
                 for i in range(start, start + len(part)):
                     await queue.put(i)
             for _ in range(workers):
