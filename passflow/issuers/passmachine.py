@@ -237,6 +237,9 @@ class PassmachineIssuer(Issuer):
             pid, link = pass_id_of(result.data), pass_link_of(result.data)
             return _outcome(cid, fp, "issued", pass_id=pid, pass_link=link, issued_at=datetime.now(UTC))
         self.failures += 1
+        if result.permanent and result.status in (401, 403) and self.stop_reason is None:
+            # Credentials or account refused: every further call would fail the same way.
+            self.stop_reason = f"stopped: {result.error}"
         self._check_threshold()
         if result.ambiguous:
             # The vendor may have created it: keep it pending so the next run reconciles first.
