@@ -25,6 +25,7 @@ from passflow.engine import IssueRun, RunResult
 from passflow.errors import PassflowError
 from passflow.report import failure_markdown, report_progress, summary_markdown, summary_rows
 from passflow.secrets import redact
+from passflow.shutdown import graceful_stop
 from tasks.issue_tasks import deliver_batch, end_staging, stage_chunk
 
 
@@ -133,26 +134,28 @@ def issue_passes(request: IssueRequest) -> dict[str, Any] | State:
         0.0, key=artifact_key(campaign.name, "progress"), description=f"{campaign.name}: reading the segment"
     )
     try:
-        for chunk in run.source_chunks():
-            first, last = int(chunk["__row__"].iloc[0]), int(chunk["__row__"].iloc[-1])
-            stage_chunk.with_options(task_run_name=f"stage-rows-{first}-{last}")(run, chunk)
-            report_progress("read", run.counts.read)
-        end_staging(run)
-        logger.info(
-            "staged %d rows: %d ready, %d rejected", run.counts.read, run.counts.prepared, run.counts.rejected
-        )
-        total = run.batch_count
-        report_progress("deliver", 0, total)
-        for i in range(total):
-            deliver_batch.with_options(task_run_name=f"deliver-batch-{i + 1}-of-{total}")(run, i)
-            report_progress("deliver", i + 1, total)
-            update_progress_artifact(
-                progress,
-                100.0 * (i + 1) / total,
-                description=f"{campaign.name}: {i + 1} of {total} batches delivered "
-                f"({run.counts.read} rows read, {run.counts.rejected} rejected)",
+        # Prefect's own SIGTERM handler would abort mid-call; ours lets the calls in flight land first.
+        with graceful_stop(logger):
+            for chunk in run.source_chunks():
+                first, last = int(chunk["__row__"].iloc[0]), int(chunk["__row__"].iloc[-1])
+                stage_chunk.with_options(task_run_name=f"stage-rows-{first}-{last}")(run, chunk)
+                report_progress("read", run.counts.read)
+            end_staging(run)
+            logger.info(
+                "staged %d rows: %d ready, %d rejected", run.counts.read, run.counts.prepared, run.counts.rejected
             )
-        result = run.commit()
+            total = run.batch_count
+            report_progress("deliver", 0, total)
+            for i in range(total):
+                deliver_batch.with_options(task_run_name=f"deliver-batch-{i + 1}-of-{total}")(run, i)
+                report_progress("deliver", i + 1, total)
+                update_progress_artifact(
+                    progress,
+                    100.0 * (i + 1) / total,
+                    description=f"{campaign.name}: {i + 1} of {total} batches delivered "
+                    f"({run.counts.read} rows read, {run.counts.rejected} rejected)",
+                )
+            result = run.commit()
     except BaseException as exc:
         run.abort(exc)
         publish_failure(campaign.name, exc, run.run_id)

@@ -1,12 +1,13 @@
 """``passflow`` — the command line: the analyst's and operator's entry point.
 
 Exit codes: 0 ok; 1 the run failed (vendor errors, unexpected error); 2 bad configuration or input;
-3 too many rejected rows (nothing issued).
+3 too many rejected rows (nothing issued); 143 stopped by SIGTERM (calls in flight recorded; rerun to finish).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from passflow.errors import ConfigError, PassflowError, RejectRateExceeded
+from passflow.errors import (
+    ConfigError,
+    PassflowError,
+    RejectRateExceeded,
+    RunStopped,
+    SourceError,
+    TemplateError,
+)
 from passflow.secrets import redact
 
 app = typer.Typer(
@@ -39,16 +47,39 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed task/flow with its traceback; for a user error (bad campaign, bad segment,
+    too many rejects) the message says it all, and the CLI prints it once more without a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PassflowError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_user_errors() -> None:
+    quiet = _NoTracebackForUserErrors()
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForUserErrors) for f in logger.filters):
+            logger.addFilter(quiet)
+
+
 def _fail(exc: BaseException) -> None:
     if isinstance(exc, RejectRateExceeded):
         err.print(f"[bold red]stopped:[/] {escape(redact(str(exc)))}", highlight=False)
         raise typer.Exit(3)
+    if isinstance(exc, RunStopped):
+        err.print(f"[bold yellow]stopped:[/] {escape(redact(str(exc)))}", highlight=False)
+        raise typer.Exit(143)  # 128 + SIGTERM, as a shell reports a process ended by it
     if isinstance(exc, ConfigError):
         err.print(f"[bold red]configuration error:[/] {escape(redact(str(exc)))}", highlight=False)
         raise typer.Exit(2)
     if isinstance(exc, PassflowError):
         err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False)
-        raise typer.Exit(2 if "Source" in type(exc).__name__ else 1)
+        # an unreadable segment or a broken template is bad input, like a bad campaign file
+        raise typer.Exit(2 if isinstance(exc, (SourceError, TemplateError)) else 1)
     err.print(f"[bold red]run failed:[/] {type(exc).__name__}: {escape(redact(str(exc)))}", highlight=False)
     raise typer.Exit(1)
 
@@ -138,6 +169,7 @@ def issue(
         loaded = load_campaign(campaign, overrides=request.overrides())
     except PassflowError as exc:
         _fail(exc)
+    _quiet_user_errors()
     with sandbox_for(loaded, console=err), _live_progress():
         state = issue_passes(request, return_state=True)
     summary = _state_summary(state)

@@ -38,10 +38,17 @@ import pyarrow as pa
 
 from passflow.config import Campaign
 from passflow.errors import RejectRateExceeded, VendorError
-from passflow.exports import AttributeExport, DbAttributeExport, write_report_csv
+from passflow.exports import (
+    AttributeExport,
+    DbAttributeExport,
+    cleanup_stale_partials,
+    export_file_prefix,
+    write_report_csv,
+)
 from passflow.issuers import OUTCOME_COLUMNS, DeliveryContext, make_issuer
 from passflow.issuers.base import BASE_COLUMNS
 from passflow.ledger import Ledger
+from passflow.shutdown import check_stop, crash_point, graceful_stop
 from passflow.sources import MalformedRow, read_csv_chunks, read_sql_chunks
 from passflow.staging import (
     LedgerWriter,
@@ -225,6 +232,7 @@ class IssueRun:
             )
         for chunk in chunks:
             self.timings["read_s"] = self.timings.get("read_s", 0.0) + time.perf_counter() - t0
+            crash_point("read")
             yield chunk
             t0 = time.perf_counter()
         self.timings["read_s"] = self.timings.get("read_s", 0.0) + time.perf_counter() - t0
@@ -240,6 +248,7 @@ class IssueRun:
 
     def stage_chunk(self, chunk: pd.DataFrame) -> dict[str, int]:
         """Validate and prepare one source chunk; append good rows to the spool."""
+        check_stop("while reading the segment (nothing was sent)")
         t0 = time.perf_counter()
         rejects = Rejects()
         for m in getattr(self, "_malformed", [])[:]:
@@ -382,6 +391,11 @@ class IssueRun:
     def _open_exports(self) -> None:
         exp = self.campaign.export
         directory = Path(exp.directory)
+        # Temp files a killed run of this campaign left behind: we hold its lock, so none is being written.
+        name = export_file_prefix(self.campaign.name)
+        for prefix in (f"{name}-{self.campaign.provider}-", f"{name}-rejects-", f"{name}-failed-"):
+            for stale in cleanup_stale_partials(directory, min_age_seconds=0, prefix=prefix):
+                self.log.warning("removed %s, left by an interrupted run", stale.name)
         for kind in exp.formats:
             self.exports.append(
                 AttributeExport(
@@ -414,6 +428,7 @@ class IssueRun:
 
     def _record(self, outcomes: pd.DataFrame) -> None:
         assert self.ledger is not None
+        crash_point("record")
         release_memory()  # what the previous batch left, before this one's exports
         if self._ledger_writer is not None:
             self._ledger_writer.record(self.campaign.name, self.campaign.provider, outcomes, self.run_id)
@@ -436,6 +451,7 @@ class IssueRun:
 
     def deliver_batch(self, index: int) -> dict[str, int]:
         """Plan one spooled batch against the ledger, issue what is needed, record it, export it."""
+        check_stop("between batches")
         t0 = time.perf_counter()
         assert self._spool_reader is not None
         df = self._spool_reader.get_batch(index).to_pandas()
@@ -492,6 +508,7 @@ class IssueRun:
         if stop_reason:
             # Recorded first, so the rerun knows exactly what was sent; then stop loudly.
             raise VendorError(stop_reason)
+        check_stop("while issuing")  # after recording: the rerun knows what was sent
 
         ok = result.loc[result["status"] == "issued"]
         delivered = ok.loc[~ok["customer_id"].isin(reconciled_ids)]
@@ -528,6 +545,7 @@ class IssueRun:
         rows_out = pd.concat([fresh[export_cols], kept[export_cols]], ignore_index=True).astype("str")
         for exp in self.exports:
             exp.write(rows_out)
+            crash_point("export")
         if self.db_export is not None:
             self.db_export.write(rows_out)
         c.exported += len(rows_out)
@@ -541,6 +559,7 @@ class IssueRun:
         files: list[str] = []
         for exp in self.exports:
             files.extend(str(p) for p in exp.commit())
+            crash_point("commit")
         failures_file = None
         if self._failure_frames:
             path = self._report_path("failed")
@@ -611,7 +630,7 @@ class IssueRun:
         stamp = self.now.strftime("%Y%m%dT%H%M%SZ")
         return (
             Path(self.campaign.export.directory)
-            / f"{self.campaign.name}-{kind}-{stamp}-{self.run_id[:8]}.csv"
+            / f"{export_file_prefix(self.campaign.name)}-{kind}-{stamp}-{self.run_id[:8]}.csv"
         )
 
 
@@ -638,12 +657,13 @@ def run_issue(campaign: Campaign, *, dry_run: bool = False, logger: Any = None, 
     """Run a whole issuance without Prefect (tests, benchmarks, library use)."""
     run = IssueRun(campaign, dry_run=dry_run, logger=logger, **kw)
     try:
-        for chunk in run.source_chunks():
-            run.stage_chunk(chunk)
-        run.end_staging()
-        for i in range(run.batch_count):
-            run.deliver_batch(i)
-        return run.commit()
+        with graceful_stop(run.log):
+            for chunk in run.source_chunks():
+                run.stage_chunk(chunk)
+            run.end_staging()
+            for i in range(run.batch_count):
+                run.deliver_batch(i)
+            return run.commit()
     except BaseException as exc:
         run.abort(exc)
         raise

@@ -40,3 +40,7 @@ class RejectRateExceeded(PassflowError):
 
 class VendorError(PassflowError):
     """A vendor call failed in a way that stops the run (e.g. the failure threshold was reached)."""
+
+
+class RunStopped(PassflowError):
+    """The run was asked to stop (SIGTERM): in-flight calls finished and were recorded, nothing exported."""

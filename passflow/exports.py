@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import logging
 import os
 import re
@@ -140,19 +141,22 @@ def _starts_with_formula_prefix(arr: pa.Array) -> np.ndarray:
     return risky
 
 
-def cleanup_stale_partials(directory: Path | str, *, min_age_seconds: float = 3600.0) -> list[Path]:
+def cleanup_stale_partials(
+    directory: Path | str, *, min_age_seconds: float = 3600.0, prefix: str = ""
+) -> list[Path]:
     """Remove hidden `.*.csv.partial` files left in `directory` by killed export processes.
 
     Only files not modified for `min_age_seconds` are removed, so an export that another process is
     still writing into the same directory is left alone (writes touch the file every chunk). Pass
-    `min_age_seconds=0` when you know no export is running. Returns the removed paths.
+    `min_age_seconds=0` when you know no export is running (e.g. with `prefix`, the file-name start of
+    a campaign whose run lock you hold). Returns the removed paths.
     """
     directory = Path(directory)
     if not directory.is_dir():
         return []
     cutoff = time.time() - min_age_seconds
     removed: list[Path] = []
-    for path in sorted(directory.glob(f".*.csv{_PARTIAL_SUFFIX}")):
+    for path in sorted(directory.glob(f".{glob.escape(prefix)}*.csv{_PARTIAL_SUFFIX}")):
         try:
             if path.is_file() and path.stat().st_mtime <= cutoff:
                 path.unlink()
@@ -160,6 +164,11 @@ def cleanup_stale_partials(directory: Path | str, *, min_age_seconds: float = 36
         except FileNotFoundError:  # removed concurrently: fine, it is gone either way
             continue
     return removed
+
+
+def export_file_prefix(campaign: str) -> str:
+    """How a campaign's name starts its export file names."""
+    return _safe_name(campaign, "campaign")
 
 
 def _safe_name(value: str, fallback: str) -> str:

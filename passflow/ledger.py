@@ -27,7 +27,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from passflow.errors import PassflowError
+from passflow.config import LEDGER_URL_ENV
+from passflow.errors import ConfigError, PassflowError
 
 metadata = sa.MetaData()
 
@@ -152,15 +153,23 @@ class Ledger:
             try:
                 metadata.create_all(self.engine)
                 break
-            except sa.exc.OperationalError:
+            except sa.exc.SQLAlchemyError as exc:
+                cause = exc.orig or exc
+                detail = (str(cause).strip().splitlines() or [""])[0][:200]
                 # Processes opening a new SQLite ledger at once (a scheduled run and an inbox import)
                 # race on creating it ("table already exists", "database is locked"): look again.
-                if attempt == 4 or self.dialect != "sqlite":
-                    raise PassflowError(f"cannot open the ledger at {self.safe_url}: OperationalError") from None
-                time.sleep(0.2 * (attempt + 1))
-            except sa.exc.SQLAlchemyError as exc:
-                raise PassflowError(
-                    f"cannot open the ledger at {self.safe_url}: {type(exc.orig or exc).__name__}"
+                racing = self.dialect == "sqlite" and ("already exists" in detail or "locked" in detail)
+                if racing and attempt < 4:
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                # A configuration problem (exit 2, names the key), with the driver's reason: "refused",
+                # "does not exist"… — never the password.
+                if parsed.password:
+                    detail = detail.replace(str(parsed.password), "***")
+                raise ConfigError(
+                    f"cannot open the ledger at {self.safe_url}: {type(cause).__name__}: {detail} "
+                    f"(check the URL and that the database is running; {LEDGER_URL_ENV} overrides it)",
+                    key="ledger.url",
                 ) from None
 
     def close(self) -> None:
@@ -368,8 +377,12 @@ class Ledger:
                 heartbeat = row["heartbeat_at"]
                 if heartbeat.tzinfo is None:
                     heartbeat = heartbeat.replace(tzinfo=UTC)
-                holder_dead = row["host"] == host and not _pid_alive(row["pid"])
-                if not holder_dead and now - heartbeat < STALE_LOCK and row["run_id"] != run_id:
+                same_host = row["host"] == host
+                # A live holder on this host keeps its lock however long one batch takes (a slow
+                # vendor): taking it over would let two runs issue the same customers. The heartbeat
+                # only decides for holders on other hosts, whose process we cannot check.
+                holder_alive = _pid_alive(row["pid"]) if same_host else now - heartbeat < STALE_LOCK
+                if holder_alive and row["run_id"] != run_id:
                     raise CampaignLocked(
                         f"campaign {campaign!r} is already being run (run {row['run_id']}, host {row['host']}, "
                         f"pid {row['pid']}); wait for it to finish, or remove the lock if that process is gone"

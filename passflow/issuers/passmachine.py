@@ -44,6 +44,7 @@ from passflow.providers.passmachine import (
     pass_link_of,
 )
 from passflow.secrets import resolve_secret
+from passflow.shutdown import crash_point, stop_requested
 from passflow.validate import ROW, Rejects
 
 _TV, _MD = "templateVariables.", "metadata."
@@ -191,13 +192,15 @@ class PassmachineIssuer(Issuer):
         async def produce() -> None:
             step = self._intent_slice()
             for start in range(0, len(rows), step):
-                if self.stop_reason:
+                if self.stop_reason or stop_requested():
                     break
                 part = todo.iloc[start : start + step]
                 # Intent before effect: nothing is sent for a row before it is pending in the ledger.
                 await asyncio.to_thread(
                     ledger.mark_pending, ctx.campaign, self.provider, part[["customer_id", "fingerprint"]], ctx.run_id
                 )
+                # a batch can take longer than the lock's stale time at a low rate: keep the lock fresh
+                await asyncio.to_thread(ledger.heartbeat, ctx.campaign, ctx.run_id)
                 for i in range(start, start + len(part)):
                     await queue.put(i)
             for _ in range(workers):
@@ -206,8 +209,9 @@ class PassmachineIssuer(Issuer):
         async def work() -> None:
             while (i := await queue.get()) is not None:
                 cid, fp, payload = rows[i]
-                if self.stop_reason:
-                    outcomes[i] = _outcome(cid, fp, "failed", error="not sent: " + self.stop_reason.split(":")[0])
+                if self.stop_reason or stop_requested():
+                    why = self.stop_reason.split(":")[0] if self.stop_reason else "stopped by SIGTERM"
+                    outcomes[i] = _outcome(cid, fp, "failed", error="not sent: " + why)
                     continue
                 body = json.loads(payload)
                 result = await client.create_pass(
@@ -216,6 +220,7 @@ class PassmachineIssuer(Issuer):
                     metadata=body["metadata"],
                 )
                 outcomes[i] = self._from_result(cid, fp, result)
+                crash_point("issue")
 
         await asyncio.gather(produce(), *(work() for _ in range(workers)))
         # Rows never queued because the run stopped: they were never sent either.
@@ -232,6 +237,9 @@ class PassmachineIssuer(Issuer):
             pid, link = pass_id_of(result.data), pass_link_of(result.data)
             return _outcome(cid, fp, "issued", pass_id=pid, pass_link=link, issued_at=datetime.now(UTC))
         self.failures += 1
+        if result.permanent and result.status in (401, 403) and self.stop_reason is None:
+            # Credentials or account refused: every further call would fail the same way.
+            self.stop_reason = f"stopped: {result.error}"
         self._check_threshold()
         if result.ambiguous:
             # The vendor may have created it: keep it pending so the next run reconciles first.

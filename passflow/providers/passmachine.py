@@ -268,6 +268,9 @@ class BearerToken:
     generation: int
     expires_at: float  # wall clock (unix seconds)
     refresh_at: float
+    # Last moment a request may start with it. A fixed 1 s guard would make a token the vendor
+    # grants for ≤ 1 s unusable from the start (every request would refetch forever).
+    usable_until: float = 0.0
 
 
 class TokenManager:
@@ -325,7 +328,7 @@ class TokenManager:
     def current(self) -> BearerToken | None:
         """The installed token if it is still usable, without waiting (None while it is being replaced)."""
         tok = self._token
-        if tok is not None and self._clock() < tok.expires_at - 1.0:
+        if tok is not None and self._clock() < tok.usable_until:
             return tok
         return None
 
@@ -448,7 +451,8 @@ class TokenManager:
         # A margin larger than half the lifetime would refresh on every call.
         refresh_at = expires_at - min(float(s.refresh_margin_s), lifetime / 2)
         self._generation += 1
-        tok = BearerToken(Secret(value), self._generation, expires_at, refresh_at)
+        usable_until = expires_at - min(1.0, lifetime / 4)
+        tok = BearerToken(Secret(value), self._generation, expires_at, refresh_at, usable_until)
         self._token = tok
         self.fetches += 1
         log.info("Passmachine token fetched (generation %d, valid for %.0f s)", tok.generation, lifetime)

@@ -159,6 +159,11 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             return _pm_error(401, "token revoked")
         if kind == "malformed":
             return _malformed()
+        if kind == "failure_body":
+            # HTTP 200 whose body reports a failure (no pass): a client must not take 200 as success.
+            if endpoint.startswith("skycore"):
+                return _sky_failure("E500", "internal error (injected failure body)")
+            return _json(200, {"error": {"message": "internal error (injected failure body)"}})
         if kind == "drop":
             await _drop_connection(request)
             return None

@@ -34,6 +34,7 @@ FaultKind = Literal[
     "revoke",
     "malformed",
     "malformed_after_commit",
+    "failure_body",
 ]
 #: Faults that let the endpoint do its work first, then spoil the response.
 # The sandbox's built-in demo credentials (not secrets: they only open the local sandbox).
