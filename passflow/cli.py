@@ -203,6 +203,28 @@ def sandbox(
     serve(host=host, port=port, config=config)
 
 
+@app.command()
+def callbacks(
+    campaigns: Annotated[list[Path], typer.Argument(help="Campaign TOML file(s) with a [callbacks] section")],
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8780,
+) -> None:
+    """Receive vendor callbacks (Skycore postbacks, Passmachine webhooks) at /callbacks/<campaign>/<provider>."""
+    _prefect_defaults()
+    from passflow.callbacks.app import endpoints_for
+    from passflow.callbacks.server import load_campaigns, serve_callbacks
+
+    try:
+        loaded = load_campaigns(campaigns)
+        endpoints = endpoints_for(loaded)  # secrets and ledgers checked before the port opens
+    except PassflowError as exc:
+        _fail(exc)
+    for c in loaded:
+        console.print(f"{c.name}: POST http://{host}:{port}/callbacks/{c.name}/{c.provider}", highlight=False,
+                      soft_wrap=True, markup=False)
+    serve_callbacks(endpoints, host=host, port=port)
+
+
 @app.command("demo-db")
 def demo_db(
     path: Annotated[Path, typer.Option(help="SQLite file to create")] = Path("data/crm.db"),

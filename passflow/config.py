@@ -24,7 +24,7 @@ from passflow.secrets import SecretRef
 PASS_TYPES = ("coupon", "giftcard", "loyaltycard", "eventticket", "boardingpass", "membership", "generic")
 LEDGER_URL_ENV = "PASSFLOW_LEDGER_URL"
 # Keys whose values are never echoed in errors: secrets, and URLs (they may carry a password).
-SECRET_FIELDS = {"salt", "public_token", "secret_token", "api_key", "sql_url", "url"}
+SECRET_FIELDS = {"salt", "public_token", "secret_token", "api_key", "sql_url", "url", "secret"}
 
 
 class _Model(BaseModel):
@@ -148,6 +148,19 @@ class ExportSettings(_Model):
     db: DbExportSettings | None = None
 
 
+class CallbackSettings(_Model):
+    """Vendor callbacks (``passflow callbacks``): how they authenticate and what they trigger."""
+
+    secret: SecretRef = Field(description="Shared secret the vendor signs callbacks with")
+    auth: list[Literal["signature", "token"]] = Field(
+        default_factory=lambda: ["signature"],
+        min_length=1,
+        description="signature: HMAC-SHA256 over timestamp + body; token: the secret in a header",
+    )
+    max_age_s: float = Field(300.0, gt=0, le=86_400, description="Replay window for signed callbacks")
+    emit_events: bool = Field(True, description="Emit passflow.pass.<event> Prefect events")
+
+
 class LedgerSettings(_Model):
     url: str = "sqlite:///state/ledger.db"
 
@@ -216,6 +229,7 @@ class Campaign(_Model):
     limits: Limits = Limits()
     export: ExportSettings = ExportSettings()
     ledger: LedgerSettings = LedgerSettings()
+    callbacks: CallbackSettings | None = None
     updates: UpdateSettings | None = None
     # Set by the loader, not the file: where the campaign came from (for messages and paths).
     path: Path | None = Field(None, exclude=True)
