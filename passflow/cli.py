@@ -126,6 +126,97 @@ def issue(
 
 
 @app.command()
+def update(
+    campaign: Annotated[Path, typer.Argument(help="Campaign TOML file with an [updates] section")],
+    diff: Annotated[bool, typer.Option("--diff", help="Rerun the segment; update customers whose values changed")] = False,
+    events: Annotated[str | None, typer.Option(help="Events CSV (customer_id,event,occurred_at[,event_id]) mapped by [updates.rules]")] = None,
+    events_source: Annotated[bool, typer.Option("--events-source", help="Read the events from [updates.events]")] = False,
+    customers: Annotated[str | None, typer.Option(help="Comma-separated customer ids, or @file with one id per line")] = None,
+    action: Annotated[str | None, typer.Option(help="With --customers: void, expire or an [updates.actions] name")] = None,
+    segment: Annotated[str | None, typer.Option(help="With --diff: a segment CSV replacing the campaign's [source]")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; send and write nothing")] = False,
+) -> None:
+    """Update issued passes (a Prefect flow run); every attempt goes to the update history."""
+    _prefect_defaults()
+    from flows.update_passes import update_passes
+    from passflow.config import load_campaign
+    from passflow.sandbox_autostart import sandbox_for
+    from passflow.updates import UpdateRequest
+
+    chosen = [n for n, on in (("--diff", diff), ("--events", events), ("--events-source", events_source),
+                              ("--customers", customers)) if on]  # fmt: skip
+    if len(chosen) != 1:
+        _fail(ConfigError("choose exactly one of --diff, --events FILE, --events-source, --customers IDS"))
+    ids: list[str] = []
+    if customers:
+        text = customers
+        if customers.startswith("@"):
+            try:
+                text = Path(customers[1:]).read_text(encoding="utf-8").replace("\n", ",")
+            except OSError as exc:
+                _fail(ConfigError(f"cannot read {customers[1:]}: {exc.strerror}", key="--customers"))
+        ids = [c.strip() for c in text.split(",") if c.strip()]
+    mode = "diff" if diff else "customers" if customers else "events"
+    request = UpdateRequest(campaign=str(campaign), mode=mode, customer_ids=ids, action=action,
+                            events_file=events, segment=segment, dry_run=dry_run)  # fmt: skip
+    try:
+        from passflow.updates.run import request_overrides
+
+        loaded = load_campaign(campaign, overrides=request_overrides(request))
+        from passflow.updates.actions import check_update_config
+
+        check_update_config(loaded, action=action if mode == "customers" else None, diff=diff)
+        if mode == "customers" and not action:
+            raise ConfigError("--customers needs --action (void, expire or an [updates.actions] name)")
+    except PassflowError as exc:
+        _fail(exc)
+    with sandbox_for(loaded, console=err):
+        state = update_passes(request, return_state=True)
+    if state.is_failed() or state.is_crashed():
+        exc = state.result(raise_on_failure=False)
+        _fail(exc if isinstance(exc, BaseException) else RuntimeError(str(state.message)))
+    summary = state.result()
+    table = Table(title=f"{summary['campaign']} — update run {summary['run_id']}" + (" (dry run)" if dry_run else ""))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if isinstance(value, int) and not isinstance(value, bool) and key != "dry_run":
+            table.add_row(key, str(value))
+    for code, n in summary["error_codes"].items():
+        table.add_row(f"  failed: {code}", str(n))
+    console.print(table)
+    for p in summary["preview"]:
+        console.print(f"would send {p['customer_id']} ({p['action']}): {p['request']}", markup=False, soft_wrap=True)
+    if summary.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def history(
+    campaign: Annotated[Path, typer.Argument(help="Campaign TOML file")],
+    customer_id: Annotated[str, typer.Argument(help="Customer id")],
+) -> None:
+    """What did a customer get, and when: every update attempt, oldest first."""
+    from passflow.config import load_campaign
+    from passflow.updates import customer_history
+
+    try:
+        rows = customer_history(load_campaign(campaign), customer_id)
+    except PassflowError as exc:
+        _fail(exc)
+    if rows.empty:
+        console.print(f"no updates recorded for {customer_id}", markup=False)
+        return
+    table = Table(title=f"updates of {customer_id}", show_lines=True)
+    for col in ("created_at", "action", "source", "pass_id", "status", "error_code", "request", "run_id"):
+        table.add_column(col, overflow="fold")
+    for r in rows.itertuples():
+        table.add_row(f"{r.created_at:%Y-%m-%d %H:%M:%S}Z", r.action, r.source, r.pass_id or "", r.status,
+                      (f"{r.error_code}: {r.error}" if r.error_code else ""), escape(r.request or ""), r.run_id[:8])  # fmt: skip
+    console.print(table)
+
+
+@app.command()
 def validate(campaign: Annotated[Path, typer.Argument(help="Campaign TOML file")]) -> None:
     """Check a campaign file (keys, types, secrets, templates, segment columns) without running it."""
     from passflow.config import load_campaign

@@ -131,6 +131,17 @@ class ActionRenderer:
             }  # fmt: skip
         return self._compiled[action]
 
+    def check(self, action: str, available: set[str]) -> None:
+        """Stop when the action's templates read a column the rows will not have (before any send)."""
+        missing = sorted(set().union(*(t.columns for t in self._templates(action).values())) - available)
+        if missing:
+            raise ConfigError(
+                f"action {action!r} uses column(s) {', '.join(map(repr, missing))} that these rows do not have; "
+                f"available: {', '.join(sorted(available))}",
+                file=str(self.campaign.path),
+                key=f"updates.actions.{action}",
+            )
+
     def render(self, action: str, rows: pd.DataFrame, base: pd.Series | None = None) -> tuple[pd.Series, pd.Series]:
         """(request JSON, error or None) per row of ``rows`` (needs ``pass_id``). ``base``: Passmachine
         template variables (dicts) to replace before the action's own (the ``--diff`` refresh)."""

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.config import Campaign, load_campaign
 from passflow.ledger import Ledger
-from passflow.updates.actions import ActionRenderer, check_update_config, diff_action
+from passflow.updates.actions import ActionRenderer, check_update_config, diff_action, update_settings
 from passflow.updates.senders import Sender, make_sender
 from passflow.updates.store import UpdateStore
 from passflow.updates.targets import customer_targets, diff_targets, event_targets, read_events
@@ -52,8 +52,18 @@ class UpdateRequest(BaseModel):
     events_file: str | None = Field(
         default=None, title="Events CSV", description="For mode=events: a CSV instead of [updates.events]"
     )
+    segment: str | None = Field(
+        default=None, title="Segment CSV (diff)", description="For mode=diff: a CSV instead of the campaign's [source]"
+    )
     origin: str = Field(default="customers", title="Origin", description="Recorded in the history (e.g. prefect-event)")
     dry_run: bool = Field(default=False, title="Dry run", description="Show what would be sent; send and write nothing")
+
+
+def request_overrides(request: UpdateRequest) -> dict[str, Any]:
+    """Campaign overrides a request carries (a replacement segment CSV for ``--diff``)."""
+    if not request.segment:
+        return {}
+    return {"source.csv": request.segment, "source.sql_url": None, "source.table": None, "source.query": None}
 
 
 class UpdateRun:
@@ -99,6 +109,8 @@ class UpdateRun:
         """Find the targets, their pass ids, and render every request. Writes nothing but diff
         baselines of unchanged customers."""
         req, c = self.request, self.counts
+        renderer = ActionRenderer(self.campaign, self.now)
+        available = {"customer_id", "pass_id", "event", "occurred_at"}
         if req.mode == "customers":
             targets = customer_targets(req.customer_ids, req.action or "", source=req.origin)
         elif req.mode == "events":
@@ -110,9 +122,14 @@ class UpdateRun:
             plan = diff_targets(self.campaign, self.ledger, self.store, self.now, diff_action(self.campaign))
             targets = plan.targets
             c.update(plan.counts)
+            available = plan.columns
             if not req.dry_run and len(plan.seed):
                 self.store.set_baseline(self.campaign.name, plan.seed["customer_id"], plan.seed["fingerprint"],
                                         self.run_id, self.now)  # fmt: skip
+        used = {diff_action(self.campaign)} if req.mode == "diff" else (
+            {req.action or ""} if req.mode == "customers" else set(update_settings(self.campaign).rules.values()))
+        for action in sorted(used):
+            renderer.check(action, available)
         c["targets"] = len(targets)
         prev = self.ledger.lookup(self.campaign.name, targets["customer_id"])
         prev = prev.loc[(prev["status"] == "issued") & prev["pass_id"].notna() & (prev["pass_id"] != "")]
@@ -124,7 +141,6 @@ class UpdateRun:
                 targets[col] = ""
         no_pass = targets["pass_id"].isna()
         targets.loc[no_pass, "pass_id"] = ""
-        renderer = ActionRenderer(self.campaign, self.now)
         targets["request"] = None
         targets["error"] = None
         targets.loc[no_pass, "error"] = "no issued pass for this customer in the ledger"
@@ -250,7 +266,11 @@ def run_update(
 
         run_update(load_campaign("c.toml"), UpdateRequest(mode="events"))   # [updates.events] table = …
     """
-    loaded = load_campaign(campaign) if isinstance(campaign, str) else campaign
+    overrides = request_overrides(request)
+    loaded = load_campaign(campaign, overrides) if isinstance(campaign, str) else campaign
+    if overrides and not isinstance(campaign, str):
+        assert campaign.path is not None, "a segment override needs the campaign's file"
+        loaded = load_campaign(campaign.path, overrides)
     run = UpdateRun(loaded, request, now=now, logger=logger, transport=transport)
     try:
         run.plan()

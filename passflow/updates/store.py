@@ -136,7 +136,9 @@ class UpdateStore:
             q = q.where(history_table.c.customer_id == customer_id)
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(history_table.c.id)).mappings().all()
-        return pd.DataFrame(rows, columns=[c.name for c in history_table.columns])
+        out = pd.DataFrame(rows, columns=[c.name for c in history_table.columns])
+        out["created_at"] = pd.to_datetime(out["created_at"], utc=True)  # SQLite gives naive UTC
+        return out
 
     # --- handled events -----------------------------------------------------------------------
     def handled(self, campaign: str, keys: Iterable[str]) -> set[str]:
@@ -160,7 +162,7 @@ class UpdateStore:
                 q = sa.select(baseline_table.c.customer_id, baseline_table.c.fingerprint).where(
                     baseline_table.c.campaign == campaign, baseline_table.c.customer_id.in_(ids[i : i + _BATCH])
                 )
-                out.update(dict(conn.execute(q).tuples().all()))
+                out.update({c: f for c, f in conn.execute(q).all()})
         return out
 
     def set_baseline(

@@ -181,6 +181,7 @@ class DiffPlan:
     targets: pd.DataFrame
     counts: dict[str, int]
     seed: pd.DataFrame  # customer_id, fingerprint: unchanged customers that get their first baseline
+    columns: set[str]  # what the action's templates can read
 
 
 def diff_targets(campaign: Campaign, ledger: Ledger, store: UpdateStore, now: datetime, action: str) -> DiffPlan:
@@ -201,11 +202,11 @@ def diff_targets(campaign: Campaign, ledger: Ledger, store: UpdateStore, now: da
         counts = {"read": 0, "rejected": 0, "not_issued": 0, "unchanged": 0, "changed": 0}
         out: list[pd.DataFrame] = []
         seeds: list[pd.DataFrame] = []
-        checked = False
+        columns: set[str] = set()
         for chunk in chunks:
-            if not checked:
+            if not columns:
                 check_columns(list(chunk.columns), rules, issuer.template_columns(), src.csv or "(sql)")
-                checked = True
+                columns = {*chunk.columns, "customer_id", "email", "phone", "pass_id"}
             counts["read"] += len(chunk)
             rejects = Rejects()
             good = validate_chunk(chunk, rules, seen, rejects)
@@ -246,4 +247,4 @@ def diff_targets(campaign: Campaign, ledger: Ledger, store: UpdateStore, now: da
     targets = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["customer_id"])
     targets = _targets(targets, action=action, source="diff")
     seed = pd.concat(seeds, ignore_index=True) if seeds else pd.DataFrame(columns=["customer_id", "fingerprint"])
-    return DiffPlan(targets, counts, seed)
+    return DiffPlan(targets, counts, seed, columns)
