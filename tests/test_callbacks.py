@@ -297,3 +297,80 @@ def test_sandbox_postbacks_and_webhooks_reach_the_callbacks_server(
     assert funnel_counts(db, "cb-skycore") == {
         "issued": 2, "generated": 1, "failed": 0, "installed": 1, "uninstalled": 1, "installed_now": 0
     }
+
+
+# --- end to end: issue → uninstall in the wallet → postback → void ----------------------------------
+
+E2E_CAMPAIGN = """
+[campaign]
+name = "e2e-coupon"
+provider = "skycore"
+[source]
+csv = "segment.csv"
+[skycore]
+link_base = "https://d2c.skycore.com/wallet/gc/abc123"
+[skycore.params]
+user-email = "{{{{ customer.email }}}}"
+pass-id = "E{{{{ customer.customer_id }}}}"
+[export]
+directory = "exports"
+[ledger]
+url = "sqlite:///ledger.db"
+[callbacks]
+secret = {{ env = "PASSFLOW_TEST_CB_SECRET" }}
+[updates]
+api_base_url = "{skycore_url}"
+api_key = {{ env = "PASSFLOW_TEST_SKY_KEY" }}
+pass_template_id = "tpl0001"
+[updates.rules]
+uninstalled = "void"
+[updates.events]
+table = "passflow_pass_events"
+"""
+
+
+def test_uninstall_postback_voids_the_pass_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from passflow.demo import write_segment_csv
+    from passflow.engine import run_issue
+    from passflow.sandbox.state import DEMO_SKYCORE_API_KEY
+    from passflow.updates import UpdateRequest, run_update
+
+    monkeypatch.setenv("PASSFLOW_TEST_CB_SECRET", SECRET)
+    monkeypatch.setenv("PASSFLOW_TEST_SKY_KEY", DEMO_SKYCORE_API_KEY)
+    write_segment_csv(tmp_path / "segment.csv", rows=40)
+    with start_sandbox_thread() as sandbox:
+        path = tmp_path / "campaign.toml"
+        path.write_text(E2E_CAMPAIGN.format(skycore_url=sandbox.skycore_url), encoding="utf-8")
+        campaign = load_campaign(path)
+        assert run_issue(campaign).counts.issued > 0
+        issued = Ledger(campaign.ledger.url).rows("e2e-coupon", status="issued")
+        sandbox.admin.register_skycore_passes(issued["pass_id"])  # the customers opened their links
+        gone = issued.iloc[:3]
+        url, stop = start_callbacks_thread([campaign], emitter=lambda **kw: object())
+        try:
+            sandbox.admin.configure(
+                callback_urls={"skycore": f"{url}/callbacks/e2e-coupon/skycore"},
+                callback_secret_env="PASSFLOW_TEST_CB_SECRET",
+            )
+            for pass_id in issued["pass_id"]:
+                assert sandbox.admin.simulate_callback(provider="skycore", pass_id=pass_id, event="installed")["status"] == 200
+            for pass_id in gone["pass_id"]:
+                r = sandbox.admin.simulate_callback(provider="skycore", pass_id=pass_id, event="uninstalled")
+                assert r["status"] == 200 and r["response"]["recorded"] is True
+            # a forged uninstall for another customer is refused and voids nothing
+            other = issued["pass_id"].iloc[5]
+            forged = sandbox.admin.simulate_callback(provider="skycore", pass_id=other, event="uninstalled",
+                                                     signing="wrong-secret")
+            assert forged["status"] == 403
+        finally:
+            stop()
+        first = run_update(campaign, UpdateRequest(mode="events"))
+        again = run_update(campaign, UpdateRequest(mode="events"))
+        stats = sandbox.admin.stats()["skycore"]
+    assert stats["voided"] == sorted(gone["pass_id"])
+    assert stats["updates_by_result"] == {"success": 3}
+    assert first["vendor_calls"] == 3 and again["vendor_calls"] == 0  # the re-run sends nothing new
+    assert funnel_counts(campaign.ledger.url, "e2e-coupon") == {
+        "issued": len(issued), "generated": len(issued), "failed": 0,
+        "installed": len(issued), "uninstalled": 3, "installed_now": len(issued) - 3,
+    }
