@@ -217,18 +217,25 @@ class CallbackStore:
 
     def install_status(self, campaign: str, customer_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Install status rows of a campaign (optionally only these customers), timestamps tz-aware UTC."""
-        cols = ["customer_id", "pass_id", "status", "status_at", "installed_at", "uninstalled_at", "updated_at"]
-        base = sa.select(*(status_table.c[c] for c in cols)).where(status_table.c.campaign == campaign)
-        frames = []
-        with self.engine.connect() as conn:
-            if customer_ids is None:
-                frames.append(pd.DataFrame(conn.execute(base).all(), columns=cols))
-            else:
-                ids = list(customer_ids)
-                for i in range(0, len(ids), 5_000):
-                    q = base.where(status_table.c.customer_id.in_(ids[i : i + 5_000]))
-                    frames.append(pd.DataFrame(conn.execute(q).all(), columns=cols))
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
-        for col in ("status_at", "installed_at", "uninstalled_at", "updated_at"):
-            df[col] = df[col].map(_as_utc).astype(object)
-        return df
+        return read_install_status(self.engine, campaign, customer_ids)
+
+
+def read_install_status(engine: Engine, campaign: str, customer_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """What :meth:`CallbackStore.install_status` returns, on any engine of the ledger database (the
+    issue run's exports use its own; the tables are created if no callback has arrived yet)."""
+    cb_metadata.create_all(engine, tables=[status_table])
+    cols = ["customer_id", "pass_id", "status", "status_at", "installed_at", "uninstalled_at", "updated_at"]
+    base = sa.select(*(status_table.c[c] for c in cols)).where(status_table.c.campaign == campaign)
+    frames = []
+    with engine.connect() as conn:
+        if customer_ids is None:
+            frames.append(pd.DataFrame(conn.execute(base).all(), columns=cols))
+        else:
+            ids = list(customer_ids)
+            for i in range(0, len(ids), 5_000):  # bound parameters per query
+                q = base.where(status_table.c.customer_id.in_(ids[i : i + 5_000]))
+                frames.append(pd.DataFrame(conn.execute(q).all(), columns=cols))
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    for col in ("status_at", "installed_at", "uninstalled_at", "updated_at"):
+        df[col] = df[col].map(_as_utc).astype(object)
+    return df
