@@ -313,6 +313,11 @@ def callbacks(
     for c in loaded:
         console.print(f"{c.name}: POST http://{host}:{port}/callbacks/{c.name}/{c.provider}", highlight=False,
                       soft_wrap=True, markup=False)
+    from passflow.callbacks.events import prefect_api_configured
+
+    if any(c.callbacks and c.callbacks.emit_events for c in loaded) and not prefect_api_configured():
+        err.print("note: PREFECT_API_URL is not set, so no Prefect events are emitted; callbacks are still "
+                  "recorded (passflow update --events-source reads them)", highlight=False, soft_wrap=True)
     serve_callbacks(endpoints, host=host, port=port)
 
 

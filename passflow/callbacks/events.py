@@ -40,7 +40,17 @@ def event_id(provider: str, vendor_event_id: str) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, f"{provider}:{vendor_event_id}")
 
 
+def prefect_api_configured() -> bool:
+    """Whether events have somewhere to go. Without ``PREFECT_API_URL`` Prefect would start a
+    throw-away in-process server that no trigger ever sees, so we do not emit at all."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
 def _prefect_emit(**kwargs: Any) -> Any:
+    if not prefect_api_configured():
+        return None
     from prefect.events import emit_event
 
     return emit_event(**kwargs)
@@ -64,6 +74,6 @@ def emit_pass_event(ev: PassEvent, emitter: Emitter | None = None) -> bool:
                     type(exc).__name__)
         return False
     if sent is None:
-        log.warning("Prefect events are not being sent (no Prefect API configured for this process)")
+        log.debug("no Prefect API configured (PREFECT_API_URL): %s%s not emitted", EVENT_PREFIX, ev.event)
         return False
     return True
