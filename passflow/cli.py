@@ -316,9 +316,32 @@ def callbacks(
     from passflow.callbacks.events import prefect_api_configured
 
     if any(c.callbacks and c.callbacks.emit_events for c in loaded) and not prefect_api_configured():
-        err.print("note: PREFECT_API_URL is not set, so no Prefect events are emitted; callbacks are still "
-                  "recorded (passflow update --events-source reads them)", highlight=False, soft_wrap=True)
+        err.print(
+            "note: PREFECT_API_URL is not set, so no Prefect events are emitted; callbacks are still "
+            "recorded in passflow_pass_events (an [updates.events] table source reads them)",
+            highlight=False,
+            soft_wrap=True,
+        )
     serve_callbacks(endpoints, host=host, port=port)
+
+
+@app.command()
+def funnel(campaign: Annotated[Path, typer.Argument(help="Campaign TOML file")]) -> None:
+    """Install funnel from the ledger and the recorded callbacks: issued → installed → uninstalled."""
+    from passflow.callbacks.funnel import funnel_counts
+    from passflow.config import load_campaign
+
+    try:
+        loaded = load_campaign(campaign)
+        counts = funnel_counts(loaded.ledger.url, loaded.name)
+    except PassflowError as exc:
+        _fail(exc)
+    table = Table(title=f"{loaded.name} — install funnel")
+    table.add_column("stage")
+    table.add_column("customers", justify="right")
+    for stage, n in counts.items():
+        table.add_row(stage, str(n))
+    console.print(table)
 
 
 @app.command("demo-db")
