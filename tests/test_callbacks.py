@@ -374,3 +374,27 @@ def test_uninstall_postback_voids_the_pass_end_to_end(tmp_path: Path, monkeypatc
         "issued": len(issued), "generated": len(issued), "failed": 0,
         "installed": len(issued), "uninstalled": 3, "installed_now": len(issued) - 3,
     }
+
+
+def test_pass_lookup_index_follows_the_ledger(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import passflow.callbacks.store as store_mod
+
+    seed_ledger(db_url, "c", "skycore", ["1", "2"])
+    store = CallbackStore(db_url)
+    assert store.customer_for_pass("c", "P1") == "1"  # first miss builds the index
+    seed_ledger(db_url, "c", "skycore", ["3"])  # issued after the index was built
+    assert store.customer_for_pass("c", "P3") == "3"  # within the refresh interval: found by a scan
+    # a pass moved to another customer (reissue): the stale index entry is not trusted, and fixed
+    ledger = Ledger(db_url)
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.text("update passflow_ledger set pass_id = 'P1' where customer_id = '2'"))
+        conn.execute(sa.text("update passflow_ledger set pass_id = 'PX' where customer_id = '1'"))
+    ledger.close()
+    assert store.customer_for_pass("c", "P1") == "2"
+    assert store.customer_for_pass("c", "NOPE") is None
+    monkeypatch.setattr(store_mod, "INDEX_REFRESH_S", 0.0)
+    assert store.customer_for_pass("c", "PX") == "1"
+    with store.engine.connect() as conn:
+        index = dict(conn.execute(sa.text("select pass_id, customer_id from passflow_pass_index")).all())
+    assert index["P1"] == "2" and index["PX"] == "1" and index["P3"] == "3"
+    store.close()

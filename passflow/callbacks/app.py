@@ -86,7 +86,15 @@ def _answer(status: int, **body: Any) -> JSONResponse:
 
 
 def map_customer(ep: CampaignEndpoint, parsed: ParsedCallback) -> tuple[str, str | None]:
-    """(customer id, pass id) from the ledger: the pass id decides; an echoed customer id is the fallback."""
+    """(customer id, pass id) from the ledger: the pass id decides; an echoed customer id is the fallback.
+
+    An echoed customer id whose ledger row holds this pass id is taken first: that is a primary-key
+    read, while finding a customer by pass id scans the campaign's ledger rows (no index on pass_id,
+    which would slow every bulk issuance write).
+    """
+    echoed = parsed.customer_id
+    if echoed is not None and parsed.pass_id is not None and ep.store.pass_of_customer(ep.name, echoed) == parsed.pass_id:
+        return echoed, parsed.pass_id
     if parsed.pass_id is not None:
         customer = ep.store.customer_for_pass(ep.name, parsed.pass_id)
         if customer is not None:

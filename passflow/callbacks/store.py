@@ -14,6 +14,7 @@ the same callback record it once, and two callbacks for one customer cannot lose
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,6 +73,18 @@ status_table = sa.Table(
 )
 
 
+# pass id → customer, filled from the ledger on demand: the ledger itself has no pass_id index (it
+# would slow every bulk issuance write), and a scan per callback costs ~0.4 s at 300k passes.
+pass_index_table = sa.Table(
+    "passflow_pass_index",
+    cb_metadata,
+    sa.Column("campaign", sa.String(100), primary_key=True),
+    sa.Column("pass_id", sa.Text, primary_key=True),
+    sa.Column("customer_id", sa.String(255), nullable=False),
+)
+INDEX_REFRESH_S = 30.0  # at most one index refresh per campaign this often; misses in between scan
+
+
 @dataclass(frozen=True)
 class PassEvent:
     """One authenticated, parsed callback, mapped to a campaign and customer."""
@@ -116,13 +129,51 @@ class CallbackStore:
         self.engine: Engine = self.ledger.engine
         self.dialect = self.ledger.dialect
         cb_metadata.create_all(self.engine)
+        self._refreshed: dict[str, float] = {}  # campaign -> monotonic time of the last index refresh
 
     def close(self) -> None:
         self.ledger.close()
 
     # --- mapping callbacks to customers ------------------------------------------------------------
     def customer_for_pass(self, campaign: str, pass_id: str) -> str | None:
-        """The customer holding ``pass_id`` in this campaign's ledger (None if unknown)."""
+        """The customer holding ``pass_id`` in this campaign's ledger (None if unknown or ambiguous).
+
+        Through ``passflow_pass_index`` (primary-key reads), checked against the ledger row; on a
+        miss the index is refreshed from the ledger (one scan), at most every ``INDEX_REFRESH_S``
+        per campaign — a miss in between scans the ledger for this pass alone.
+        """
+        hit = self._indexed(campaign, pass_id)
+        if hit is not None and self.pass_of_customer(campaign, hit) == pass_id:
+            return hit
+        last = self._refreshed.get(campaign)
+        if last is None or time.monotonic() - last >= INDEX_REFRESH_S:
+            self._refresh_index(campaign)
+            hit = self._indexed(campaign, pass_id)
+            if hit is not None and self.pass_of_customer(campaign, hit) == pass_id:
+                return hit
+        return self._scan_for_pass(campaign, pass_id)
+
+    def _indexed(self, campaign: str, pass_id: str) -> str | None:
+        t = pass_index_table.c
+        q = sa.select(t.customer_id).where(t.campaign == campaign, t.pass_id == pass_id)
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar()
+
+    def _refresh_index(self, campaign: str) -> None:
+        """Add the campaign's ledger pass ids to the index (existing entries stay; stale ones are
+        corrected one by one by :meth:`_scan_for_pass`)."""
+        self._refreshed[campaign] = time.monotonic()
+        lt = ledger_table.c
+        rows = (
+            sa.select(lt.campaign, lt.pass_id, sa.func.min(lt.customer_id))
+            .where(lt.campaign == campaign, lt.pass_id.is_not(None), lt.pass_id != "")
+            .group_by(lt.campaign, lt.pass_id)
+        )
+        stmt = self._insert(pass_index_table).from_select(["campaign", "pass_id", "customer_id"], rows)
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["campaign", "pass_id"]))
+
+    def _scan_for_pass(self, campaign: str, pass_id: str) -> str | None:
         q = (
             sa.select(ledger_table.c.customer_id)
             .where(ledger_table.c.campaign == campaign, ledger_table.c.pass_id == pass_id)
@@ -130,7 +181,22 @@ class CallbackStore:
         )
         with self.engine.connect() as conn:
             found = conn.execute(q).scalars().all()
-        return found[0] if len(found) == 1 else None
+        if len(found) != 1:
+            return None
+        fix = self._insert(pass_index_table).values(campaign=campaign, pass_id=pass_id, customer_id=found[0])
+        fix = fix.on_conflict_do_update(
+            index_elements=["campaign", "pass_id"], set_={"customer_id": fix.excluded.customer_id}
+        )
+        with self.engine.begin() as conn:  # correct a stale or missing index entry
+            conn.execute(fix)
+        return found[0]
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
 
     def pass_of_customer(self, campaign: str, customer_id: str) -> str | None | bool:
         """The customer's pass id; ``False`` when the customer is not in the campaign's ledger."""
@@ -144,14 +210,10 @@ class CallbackStore:
     # --- recording ---------------------------------------------------------------------------------
     def record(self, ev: PassEvent) -> bool:
         """Record one callback; ``False`` if this (provider, vendor_event_id) was recorded before."""
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
         now = utcnow()
         occurred = ev.occurred_at.astimezone(UTC)
         ins = (
-            insert(events_table)
+            self._insert(events_table)
             .values(
                 provider=ev.provider,
                 campaign=ev.campaign,
@@ -166,7 +228,7 @@ class CallbackStore:
             .on_conflict_do_nothing(index_elements=["provider", "vendor_event_id"])
         )
         status = STATUS_OF_EVENT[ev.event]
-        up = insert(status_table).values(
+        up = self._insert(status_table).values(
             campaign=ev.campaign,
             customer_id=ev.customer_id,
             provider=ev.provider,
