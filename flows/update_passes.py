@@ -6,8 +6,8 @@ a form; deployment triggers (``deployments/update_triggers.py``) fill it from Pr
 Secrets are never parameters: the campaign file references them.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: a runner that loads this flow from its entrypoint builds
+# the parameter model from the annotations, and a string "UpdateRequest" is unresolvable there.
 from typing import Any
 
 from prefect import flow, get_run_logger

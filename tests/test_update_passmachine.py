@@ -105,15 +105,18 @@ def test_batch_diff_patches_only_changed_customers(issued, sandbox: SandboxHandl
     assert sandbox.admin.stats()["updates_applied"] == 2
 
 
-def test_time_dependent_templates_first_diff_refreshes_then_exact(issued, sandbox: SandboxHandle, tmp_path: Path) -> None:
-    """Issuance fingerprints include in_days(7, …), so the first diff cannot prove a customer unchanged:
-    it refreshes everyone once (documented); from then on only real changes are sent."""
+def test_time_dependent_templates_are_compared_as_issued(issued, sandbox: SandboxHandle, tmp_path: Path) -> None:
+    """The issuance payload holds in_days(7, …) rendered at the issuing run's time; the first diff
+    renders it again at that time, so only real changes cost a call."""
     campaign = issued(f"sqlite:///{tmp_path / 'l.db'}", "{{ in_days(7, 'Europe/Prague') }}")
-    assert run_update(campaign, UpdateRequest(mode="diff"))["sent"] == 12
+    first = run_update(campaign, UpdateRequest(mode="diff"))
+    assert (first["unchanged"], first.get("sent", 0)) == (12, 0)
     (tmp_path / "segment.csv").write_text(SEGMENT.replace("C2,Name2,", "C2,Nora,"))
     out = run_update(campaign, UpdateRequest(mode="diff"))
     assert (out["changed"], out["sent"]) == (1, 1)
-    assert sandbox.admin.stats()["updates_applied"] == 13
+    assert sandbox.admin.stats()["updates_applied"] == 1
+    # The refresh re-renders every variable at the update's time, changeMessage included.
+    assert docs(sandbox)["C2"]["templateVariables"]["kpFirstName"] == "Nora"
 
 
 def test_notify_sends_json_patch_with_tz_correct_change_message(issued, sandbox: SandboxHandle, tmp_path: Path) -> None:

@@ -52,6 +52,11 @@ class UpdateRequest(BaseModel):
     events_file: str | None = Field(
         default=None, title="Events CSV", description="For mode=events: a CSV instead of [updates.events]"
     )
+    event_key: str | None = Field(
+        default=None,
+        title="Event key",
+        description="For mode=customers from an event (e.g. a Prefect event id): handled once per customer",
+    )
     segment: str | None = Field(
         default=None, title="Segment CSV (diff)", description="For mode=diff: a CSV instead of the campaign's [source]"
     )
@@ -113,6 +118,11 @@ class UpdateRun:
         available = {"customer_id", "pass_id", "event", "occurred_at"}
         if req.mode == "customers":
             targets = customer_targets(req.customer_ids, req.action or "", source=req.origin)
+            if req.event_key:  # an event delivered twice (at-least-once) must not act twice
+                targets["event_key"] = req.event_key + ":" + targets["customer_id"]
+                seen = self.store.handled(self.campaign.name, targets["event_key"])
+                c["already_handled"] += int(targets["event_key"].isin(seen).sum())
+                targets = targets.loc[~targets["event_key"].isin(seen)]
         elif req.mode == "events":
             events, rejected = read_events(self.campaign, req.events_file)
             c["events_rejected"] += len(rejected)

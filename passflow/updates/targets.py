@@ -21,16 +21,17 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
 
 from passflow.config import Campaign
 from passflow.errors import ConfigError, SourceError
 from passflow.issuers import make_issuer
 from passflow.issuers.base import fingerprint
-from passflow.ledger import Ledger
+from passflow.ledger import Ledger, ledger_table, runs_table
 from passflow.sources import read_csv_chunks, read_sql_chunks
 from passflow.updates.actions import update_settings
 from passflow.updates.store import UpdateStore
@@ -176,6 +177,39 @@ def diff_fingerprint(templates: dict[str, Any], df: pd.DataFrame) -> pd.Series:
     return fingerprint(joined)
 
 
+def _same_as_issued(campaign: Campaign, ledger: Ledger, rows: pd.DataFrame, fingerprints: pd.Series) -> pd.Series:
+    """Whether each row, prepared again *at the time its issuing run rendered it*, still gives the
+    fingerprint in the ledger: an exact "unchanged" for templates that read the run's time.
+
+    The issuing run's ``now`` is its start second (``passflow_runs.started_at`` floored; the run takes
+    it a few ms before recording the start, so the second before is tried too).
+    """
+    q = (
+        sa.select(ledger_table.c.customer_id, runs_table.c.started_at)
+        .join(runs_table, runs_table.c.run_id == ledger_table.c.run_id)
+        .where(ledger_table.c.campaign == campaign.name, ledger_table.c.customer_id.in_(rows["customer_id"].tolist()))
+    )
+    with ledger.engine.connect() as conn:
+        started = dict(conn.execute(q).all())
+    same = pd.Series(False, index=rows.index)
+    when = rows["customer_id"].map(started)
+    for start, group in rows.groupby(when, sort=False):
+        second = pd.Timestamp(start).tz_localize("UTC") if pd.Timestamp(start).tzinfo is None else pd.Timestamp(start)
+        second = second.floor("s").to_pydatetime()
+        for now in (second, second - timedelta(seconds=1)):
+            todo = group.loc[~same[group.index]]
+            if todo.empty:
+                break
+            issuer = make_issuer(campaign, now, dry_run=True)
+            try:
+                again = issuer.prepare(todo, Rejects()).set_index("customer_id")["fingerprint"]
+            finally:
+                issuer.close()
+            hit = todo["customer_id"].map(again) == todo["customer_id"].map(fingerprints)
+            same[hit.index[hit]] = True
+    return same
+
+
 @dataclass
 class DiffPlan:
     targets: pd.DataFrame
@@ -230,6 +264,10 @@ def diff_targets(campaign: Campaign, ledger: Ledger, store: UpdateStore, now: da
             changed[no_base] = cid[no_base].map(full).to_numpy() != cid[no_base].map(prev["fingerprint"]).to_numpy() \
                 if len(prev) else True  # fmt: skip
             changed &= issued
+            retry = changed & no_base
+            if retry.any():  # values rendered from the time of issuance (in_days(7, …)) differ now
+                same = _same_as_issued(campaign, ledger, good.loc[retry], prev["fingerprint"])
+                changed[same.index[same]] = False
             seed = issued & ~changed & no_base
             counts["changed"] += int(changed.sum())
             counts["unchanged"] += int((issued & ~changed).sum())
