@@ -158,7 +158,8 @@ def update(
         ids = [c.strip() for c in text.split(",") if c.strip()]
     mode = "diff" if diff else "customers" if customers else "events"
     request = UpdateRequest(campaign=str(campaign), mode=mode, customer_ids=ids, action=action,
-                            events_file=events, segment=segment, dry_run=dry_run)  # fmt: skip
+                            events_file=str(Path(events).resolve()) if events else None,
+                            segment=str(Path(segment).resolve()) if segment else None, dry_run=dry_run)  # fmt: skip
     try:
         from passflow.updates.run import request_overrides
 
@@ -176,7 +177,7 @@ def update(
         exc = state.result(raise_on_failure=False)
         _fail(exc if isinstance(exc, BaseException) else RuntimeError(str(state.message)))
     summary = state.result()
-    table = Table(title=f"{summary['campaign']} — update run {summary['run_id']}" + (" (dry run)" if dry_run else ""))
+    table = Table(title=f"{summary['campaign']} — update run {summary['run_id'][:8]}" + (" (dry run)" if dry_run else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
@@ -207,13 +208,16 @@ def history(
     if rows.empty:
         console.print(f"no updates recorded for {customer_id}", markup=False)
         return
-    table = Table(title=f"updates of {customer_id}", show_lines=True)
-    for col in ("created_at", "action", "source", "pass_id", "status", "error_code", "request", "run_id"):
-        table.add_column(col, overflow="fold")
+    # One block per attempt, not a table: requests are long JSON and must stay copyable.
+    console.print(f"{len(rows)} update attempt(s) for {customer_id}, oldest first", markup=False)
     for r in rows.itertuples():
-        table.add_row(f"{r.created_at:%Y-%m-%d %H:%M:%S}Z", r.action, r.source, r.pass_id or "", r.status,
-                      (f"{r.error_code}: {r.error}" if r.error_code else ""), escape(r.request or ""), r.run_id[:8])  # fmt: skip
-    console.print(table)
+        result = r.status + (f" {r.error_code}: {r.error}" if r.error_code else "")
+        key = f", event {r.event_key}" if r.event_key else ""
+        console.print(
+            f"{r.created_at:%Y-%m-%d %H:%M:%S}Z  {r.action}  ({r.source}{key})  pass {r.pass_id or '-'}  "
+            f"{result}  attempts {r.attempts}  run {r.run_id[:8]}\n  sent: {r.request or '-'}",
+            markup=False, soft_wrap=True, highlight=False,
+        )  # fmt: skip
 
 
 @app.command()

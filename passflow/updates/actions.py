@@ -26,6 +26,7 @@ import pandas as pd
 from passflow.config import Campaign, UpdateAction, UpdateSettings
 from passflow.errors import ConfigError, TemplateError
 from passflow.issuers.base import campaign_vars
+from passflow.secrets import resolve_secret
 from passflow.templating import CompiledTemplate, compile_template
 
 SKYCORE_BUILTIN = {
@@ -87,6 +88,13 @@ def check_update_config(campaign: Campaign, *, action: str | None = None, diff: 
                 file=file,
                 key=f"updates.actions.{name}",
             )
+    refs = {"updates.api_key": cfg.api_key}
+    if campaign.passmachine is not None:
+        refs |= {"passmachine.public_token": campaign.passmachine.public_token,
+                 "passmachine.secret_token": campaign.passmachine.secret_token}  # fmt: skip
+    for key, ref in refs.items():
+        if ref is not None and ref.env:  # Prefect Secret blocks are resolved in the run itself
+            resolve_secret(ref, file=file, key=key)
     if campaign.provider == "skycore":
         for key in ("api_base_url", "api_key", "pass_template_id"):
             if not getattr(cfg, key):

@@ -177,12 +177,24 @@ def diff_fingerprint(templates: dict[str, Any], df: pd.DataFrame) -> pd.Series:
     return fingerprint(joined)
 
 
+ISSUE_TIME_WINDOW_S = 120  # how far before its recorded start an issuing run may have taken its time
+
+
+def _fingerprints_at(campaign: Campaign, now: datetime, rows: pd.DataFrame) -> pd.Series:
+    issuer = make_issuer(campaign, now, dry_run=True)
+    try:
+        return issuer.prepare(rows, Rejects()).set_index("customer_id")["fingerprint"]
+    finally:
+        issuer.close()
+
+
 def _same_as_issued(campaign: Campaign, ledger: Ledger, rows: pd.DataFrame, fingerprints: pd.Series) -> pd.Series:
     """Whether each row, prepared again *at the time its issuing run rendered it*, still gives the
     fingerprint in the ledger: an exact "unchanged" for templates that read the run's time.
 
-    The issuing run's ``now`` is its start second (``passflow_runs.started_at`` floored; the run takes
-    it a few ms before recording the start, so the second before is tried too).
+    A run takes its time (whole seconds) shortly before it records its start
+    (``passflow_runs.started_at``), so the seconds before the start are tried on a few sample rows;
+    the first second that reproduces a sample's fingerprint is the run's time for all its rows.
     """
     q = (
         sa.select(ledger_table.c.customer_id, runs_table.c.started_at)
@@ -192,21 +204,24 @@ def _same_as_issued(campaign: Campaign, ledger: Ledger, rows: pd.DataFrame, fing
     with ledger.engine.connect() as conn:
         started = dict(conn.execute(q).all())
     same = pd.Series(False, index=rows.index)
-    when = rows["customer_id"].map(started)
-    for start, group in rows.groupby(when, sort=False):
-        second = pd.Timestamp(start).tz_localize("UTC") if pd.Timestamp(start).tzinfo is None else pd.Timestamp(start)
-        second = second.floor("s").to_pydatetime()
-        for now in (second, second - timedelta(seconds=1)):
-            todo = group.loc[~same[group.index]]
-            if todo.empty:
+    for start, group in rows.groupby(rows["customer_id"].map(started), sort=False):
+        ts = pd.Timestamp(start)
+        second = (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).floor("s").to_pydatetime()
+        run_time = None
+        for _, sample in group.head(3).iterrows():
+            one = sample.to_frame().T
+            for back in range(ISSUE_TIME_WINDOW_S + 1):
+                now = second - timedelta(seconds=back)
+                if _fingerprints_at(campaign, now, one).get(sample["customer_id"]) == fingerprints.get(sample["customer_id"]):
+                    run_time = now
+                    break
+            if run_time is not None:
                 break
-            issuer = make_issuer(campaign, now, dry_run=True)
-            try:
-                again = issuer.prepare(todo, Rejects()).set_index("customer_id")["fingerprint"]
-            finally:
-                issuer.close()
-            hit = todo["customer_id"].map(again) == todo["customer_id"].map(fingerprints)
-            same[hit.index[hit]] = True
+        if run_time is None:
+            continue  # the samples changed (or the run's time is out of reach): treat the group as changed
+        again = _fingerprints_at(campaign, run_time, group)
+        hit = group["customer_id"].map(again) == group["customer_id"].map(fingerprints)
+        same[hit.index[hit]] = True
     return same
 
 
