@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.issue_passes import _artifact_key
 from passflow.config import load_campaign
 from passflow.errors import ConfigError
 from passflow.updates import UpdateRequest, UpdateRun
@@ -20,11 +21,6 @@ from passflow.updates.run import request_overrides
 from tasks.update_tasks import plan_updates, send_updates
 
 _SKIP = {"preview", "error_codes"}
-
-
-def _artifact_key(name: str, suffix: str) -> str:
-    slug = "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
-    return f"{slug}-{suffix}"[:100]
 
 
 @flow(name="update-passes", persist_result=False)

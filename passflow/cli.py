@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -49,6 +49,18 @@ def _fail(exc: BaseException) -> None:
         raise typer.Exit(2 if "Source" in type(exc).__name__ else 1)
     err.print(f"[bold red]run failed:[/] {type(exc).__name__}: {escape(redact(str(exc)))}", highlight=False)
     raise typer.Exit(1)
+
+
+def _run_flow(flow: Any, request: Any, campaign: Any) -> dict:
+    """Run a flow (with the sandbox when the campaign points at it); its summary, or exit with the error."""
+    from passflow.sandbox_autostart import sandbox_for
+
+    with sandbox_for(campaign, console=err):
+        state = flow(request, return_state=True)
+    if state.is_failed() or state.is_crashed():
+        exc = state.result(raise_on_failure=False)
+        _fail(exc if isinstance(exc, BaseException) else RuntimeError(str(state.message)))
+    return state.result()
 
 
 def _print_summary(summary: dict) -> None:
@@ -96,7 +108,6 @@ def issue(
     _prefect_defaults()
     from flows.issue_passes import IssueRequest, issue_passes
     from passflow.config import load_campaign
-    from passflow.sandbox_autostart import sandbox_for
 
     request = IssueRequest(
         campaign=str(campaign),
@@ -112,12 +123,7 @@ def issue(
         loaded = load_campaign(campaign, overrides=request.overrides())
     except PassflowError as exc:
         _fail(exc)
-    with sandbox_for(loaded, console=err):
-        state = issue_passes(request, return_state=True)
-    if state.is_failed() or state.is_crashed():
-        exc = state.result(raise_on_failure=False)
-        _fail(exc if isinstance(exc, BaseException) else RuntimeError(str(state.message)))
-    summary = state.result()
+    summary = _run_flow(issue_passes, request, loaded)
     _print_summary(summary)
     if summary.get("dry_run") and summary.get("preview"):
         _print_preview(summary["preview"])
@@ -140,7 +146,6 @@ def update(
     _prefect_defaults()
     from flows.update_passes import update_passes
     from passflow.config import load_campaign
-    from passflow.sandbox_autostart import sandbox_for
     from passflow.updates import UpdateRequest
 
     chosen = [n for n, on in (("--diff", diff), ("--events", events), ("--events-source", events_source),
@@ -171,12 +176,7 @@ def update(
             raise ConfigError("--customers needs --action (void, expire or an [updates.actions] name)")
     except PassflowError as exc:
         _fail(exc)
-    with sandbox_for(loaded, console=err):
-        state = update_passes(request, return_state=True)
-    if state.is_failed() or state.is_crashed():
-        exc = state.result(raise_on_failure=False)
-        _fail(exc if isinstance(exc, BaseException) else RuntimeError(str(state.message)))
-    summary = state.result()
+    summary = _run_flow(update_passes, request, loaded)
     table = Table(title=f"{summary['campaign']} — update run {summary['run_id'][:8]}" + (" (dry run)" if dry_run else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
