@@ -8,6 +8,7 @@ import json
 import logging
 import textwrap
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,6 @@ from passflow.errors import ConfigError
 from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
 from passflow.sandbox.state import DEMO_SKYCORE_API_KEY, FaultRule
 from passflow.updates import UpdateRequest, customer_history, run_update
-from passflow.updates.store import UpdateStore
 
 SEGMENT = "customer_id,first_name,email\n" + "".join(f"C{i},Name{i},c{i}@example.com\n" for i in range(1, 11))
 
@@ -172,18 +172,11 @@ def test_batch_diff_updates_only_changed_customers(setup, sandbox: SandboxHandle
 def test_callbacks_table_is_an_events_source(setup, sandbox: SandboxHandle, db_url: str) -> None:
     """The callbacks engineer writes passflow_pass_events; "uninstalled → void" runs from it directly."""
     campaign = setup(ledger=db_url, extra='[updates.events]\ntable = "passflow_pass_events"\n')
+    from passflow.callbacks.store import events_table  # the callbacks engineer's table, as written there
+
     engine = sa.create_engine(db_url)
-    md = sa.MetaData()
-    table = sa.Table(
-        "passflow_pass_events", md,
-        sa.Column("id", sa.Integer, primary_key=True), sa.Column("provider", sa.String(32)),
-        sa.Column("campaign", sa.String(100)), sa.Column("customer_id", sa.String(255)),
-        sa.Column("pass_id", sa.Text), sa.Column("event", sa.String(32)),
-        sa.Column("vendor_event_id", sa.String(255)), sa.Column("occurred_at", sa.DateTime(timezone=True)),
-        sa.Column("received_at", sa.DateTime(timezone=True)), sa.Column("payload", sa.Text),
-    )  # fmt: skip
-    md.create_all(engine)
-    now = sa.func.now()
+    events_table.metadata.create_all(engine, tables=[events_table])
+    now = datetime.now(UTC)
     rows = [
         {"provider": "skycore", "campaign": "sky-upd", "customer_id": "C4", "pass_id": "PC4", "event": "uninstalled",
          "vendor_event_id": "n805-1"},
@@ -193,11 +186,10 @@ def test_callbacks_table_is_an_events_source(setup, sandbox: SandboxHandle, db_u
          "vendor_event_id": "n805-2"},
     ]  # fmt: skip
     with engine.begin() as conn:
-        conn.execute(table.insert().values(occurred_at=now, received_at=now, payload="{}"), rows)
+        conn.execute(events_table.insert(), [{**r, "occurred_at": now, "received_at": now, "payload": "{}"} for r in rows])
     out = run_update(campaign, UpdateRequest(mode="events"))
     assert (out["sent"], out["unmapped"], out["events"]) == (1, 1, 2)  # other campaigns' rows are not ours
     assert sky(sandbox)["voided"] == ["PC4"]
-    assert UpdateStore.__name__  # the handled key is the vendor's event id
     assert customer_history(campaign, "C4")["event_key"].tolist() == ["skycore:n805-1"]
     assert run_update(campaign, UpdateRequest(mode="events")).get("sent", 0) == 0
     engine.dispose()
@@ -226,3 +218,18 @@ def test_secrets_stay_out_of_history_and_logs(setup, sandbox: SandboxHandle, cap
         run_update(campaign, UpdateRequest(mode="customers", customer_ids=["C1"], action="void"))
     assert DEMO_SKYCORE_API_KEY not in caplog.text
     assert DEMO_SKYCORE_API_KEY not in customer_history(campaign, "C1").to_json(date_format="iso")
+
+
+def test_concurrent_runs_of_a_campaign_wait_for_each_other(setup, sandbox: SandboxHandle) -> None:
+    """Event-triggered runs arrive together: the second waits for the campaign's update lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    campaign = setup()
+
+    def void(ids: list[str]) -> dict:
+        return run_update(campaign, UpdateRequest(mode="customers", customer_ids=ids, action="void"))
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(void, [["C1"], ["C2"], ["C3"]]))
+    assert [r["sent"] for r in results] == [1, 1, 1]
+    assert sky(sandbox)["voided"] == ["PC1", "PC2", "PC3"]

@@ -135,7 +135,7 @@ def test_prefect_events_trigger_updates_on_a_real_server(tmp_path: Path) -> None
                 except httpx.HTTPError:
                     return False
 
-            _wait(healthy, 120, "the Prefect server")
+            _wait(healthy, 240, "the Prefect server")
             server_up = time.monotonic() - started
             procs.append(subprocess.Popen([sys.executable, "-c", SERVE, str(path)], env=env, stdout=log,
                                           stderr=subprocess.STDOUT, cwd=ROOT))  # fmt: skip
@@ -147,7 +147,7 @@ def test_prefect_events_trigger_updates_on_a_real_server(tmp_path: Path) -> None
                     return False  # a busy server on a loaded machine: ask again
                 return r.status_code == 200 and len(r.json()) >= 2
 
-            _wait(deployed, 90, "the deployment's automations")
+            _wait(deployed, 180, "the deployment's automations")
             stages = {"server": server_up, "deployed": time.monotonic() - started}
             time.sleep(2)  # the triggers service loads automations periodically
             subprocess.run([sys.executable, "-c", EMIT], env=env, cwd=ROOT, check=True, timeout=60)
@@ -157,7 +157,7 @@ def test_prefect_events_trigger_updates_on_a_real_server(tmp_path: Path) -> None
                 sky = sandbox.admin.stats()["skycore"]
                 return sky["voided"] == ["TC1"] and sky["updates"] == 2
 
-            _wait(done, 150, "the triggered update runs to reach the sandbox")
+            _wait(done, 300, "the triggered update runs to reach the sandbox")
             stages["updated"] = time.monotonic() - started
         except AssertionError:
             print(logs.read_text()[-4000:])

@@ -20,7 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.config import Campaign, load_campaign
-from passflow.ledger import Ledger
+from passflow.ledger import CampaignLocked, Ledger
 from passflow.updates.actions import ActionRenderer, check_update_config, diff_action, update_settings
 from passflow.updates.senders import Sender, make_sender
 from passflow.updates.store import UpdateStore
@@ -28,6 +28,7 @@ from passflow.updates.targets import customer_targets, diff_targets, event_targe
 
 log = logging.getLogger("passflow.updates")
 FLOW_NAME = "update-passes"
+LOCK_WAIT_S = 600.0  # longest wait for another update run of the campaign
 
 
 class UpdateRequest(BaseModel):
@@ -95,7 +96,7 @@ class UpdateRun:
         self.todo = pd.DataFrame()
         self.chunk_size = (campaign.updates.chunk_size if campaign.updates else 1000)
         self._sender: Sender | None = None
-        self._lock_key = f"{campaign.name}#update"
+        self._lock_key = f"{campaign.name[:92]}#update"  # the lock table's key holds 100 characters
         self._started = time.perf_counter()
         self.preview: list[dict[str, Any]] = []
         action = request.action
@@ -106,8 +107,21 @@ class UpdateRun:
         self.ledger = Ledger(campaign.ledger.url)
         self.store = UpdateStore(self.ledger)
         if not request.dry_run:
-            self.ledger.acquire_lock(self._lock_key, self.run_id)
+            self._wait_for_lock()
             self.ledger.start_run(self.run_id, campaign.name, FLOW_NAME)
+
+    def _wait_for_lock(self) -> None:
+        """One update run per campaign at a time (two imports of one file must not both send), but
+        event-triggered runs arrive together: wait for the other run instead of failing."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                self.ledger.acquire_lock(self._lock_key, self.run_id)
+                return
+            except CampaignLocked:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     # --- plan ---------------------------------------------------------------------------------
     def plan(self) -> dict[str, int]:

@@ -78,7 +78,10 @@ class UpdateStore:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.engine = ledger.engine
-        metadata.create_all(self.engine)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.DBAPIError:  # another run created them between our check and our CREATE
+            metadata.create_all(self.engine)
 
     def _upsert(self, table: sa.Table, keys: list[str], rows: list[dict[str, Any]], update: list[str]) -> None:
         if not rows:

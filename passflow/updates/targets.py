@@ -208,6 +208,12 @@ def _same_as_issued(campaign: Campaign, ledger: Ledger, rows: pd.DataFrame, fing
         ts = pd.Timestamp(start)
         second = (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).floor("s").to_pydatetime()
         run_time = None
+        first = group.head(1)
+        cid0 = first["customer_id"].iloc[0]
+        if _fingerprints_at(campaign, second, first).get(cid0) == _fingerprints_at(
+            campaign, second - timedelta(days=1), first
+        ).get(cid0):
+            continue  # the payload does not depend on the time: a different fingerprint is a real change
         for _, sample in group.head(3).iterrows():
             one = sample.to_frame().T
             for back in range(ISSUE_TIME_WINDOW_S + 1):
