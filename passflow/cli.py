@@ -84,6 +84,17 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(1)
 
 
+def _run_flow(flow: Any, request: Any, campaign: Any) -> tuple[dict, Any]:
+    """Run a flow (with the sandbox when the campaign points at it, and a live progress bar); its summary
+    and final state, or exit with the error."""
+    from passflow.sandbox_autostart import sandbox_for
+
+    _quiet_user_errors()
+    with sandbox_for(campaign, console=err), _live_progress():
+        state = flow(request, return_state=True)
+    return _state_summary(state), state
+
+
 def _print_summary(summary: dict) -> None:
     from passflow.report import output_files, summary_rows
 
@@ -153,7 +164,6 @@ def issue(
     _prefect_defaults()
     from flows.issue_passes import IssueRequest, issue_passes
     from passflow.config import load_campaign
-    from passflow.sandbox_autostart import sandbox_for
 
     request = IssueRequest(
         campaign=str(campaign),
@@ -169,10 +179,7 @@ def issue(
         loaded = load_campaign(campaign, overrides=request.overrides())
     except PassflowError as exc:
         _fail(exc)
-    _quiet_user_errors()
-    with sandbox_for(loaded, console=err), _live_progress():
-        state = issue_passes(request, return_state=True)
-    summary = _state_summary(state)
+    summary, state = _run_flow(issue_passes, request, loaded)
     _print_summary(summary)
     if summary.get("dry_run") and summary.get("preview"):
         _print_preview(summary["preview"])
@@ -189,6 +196,95 @@ def _state_summary(state: Any) -> dict:
     if isinstance(result, BaseException):
         _fail(result)
     return result
+
+
+@app.command()
+def update(
+    campaign: Annotated[Path, typer.Argument(help="Campaign TOML file with an [updates] section")],
+    diff: Annotated[bool, typer.Option("--diff", help="Rerun the segment; update customers whose values changed")] = False,
+    events: Annotated[str | None, typer.Option(help="Events CSV (customer_id,event,occurred_at[,event_id]) mapped by [updates.rules]")] = None,
+    events_source: Annotated[bool, typer.Option("--events-source", help="Read the events from [updates.events]")] = False,
+    customers: Annotated[str | None, typer.Option(help="Comma-separated customer ids, or @file with one id per line")] = None,
+    action: Annotated[str | None, typer.Option(help="With --customers: void, expire or an [updates.actions] name")] = None,
+    segment: Annotated[str | None, typer.Option(help="With --diff: a segment CSV replacing the campaign's [source]")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; send and write nothing")] = False,
+) -> None:
+    """Update issued passes (a Prefect flow run); every attempt goes to the update history."""
+    _prefect_defaults()
+    from flows.update_passes import update_passes
+    from passflow.config import load_campaign
+    from passflow.updates import UpdateRequest
+
+    chosen = [n for n, on in (("--diff", diff), ("--events", events), ("--events-source", events_source),
+                              ("--customers", customers)) if on]  # fmt: skip
+    if len(chosen) != 1:
+        _fail(ConfigError("choose exactly one of --diff, --events FILE, --events-source, --customers IDS"))
+    ids: list[str] = []
+    if customers:
+        text = customers
+        if customers.startswith("@"):
+            try:
+                text = Path(customers[1:]).read_text(encoding="utf-8").replace("\n", ",")
+            except OSError as exc:
+                _fail(ConfigError(f"cannot read {customers[1:]}: {exc.strerror}", key="--customers"))
+        ids = [c.strip() for c in text.split(",") if c.strip()]
+    mode = "diff" if diff else "customers" if customers else "events"
+    request = UpdateRequest(campaign=str(campaign), mode=mode, customer_ids=ids, action=action,
+                            events_file=str(Path(events).resolve()) if events else None,
+                            segment=str(Path(segment).resolve()) if segment else None, dry_run=dry_run)  # fmt: skip
+    try:
+        from passflow.updates.run import request_overrides
+
+        loaded = load_campaign(campaign, overrides=request_overrides(request))
+        from passflow.updates.actions import check_update_config
+
+        check_update_config(loaded, action=action if mode == "customers" else None, diff=diff)
+        if mode == "customers" and not action:
+            raise ConfigError("--customers needs --action (void, expire or an [updates.actions] name)")
+    except PassflowError as exc:
+        _fail(exc)
+    summary, _ = _run_flow(update_passes, request, loaded)
+    table = Table(title=f"{summary['campaign']} — update run {summary['run_id'][:8]}" + (" (dry run)" if dry_run else ""))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if isinstance(value, int) and not isinstance(value, bool) and key != "dry_run":
+            table.add_row(key, str(value))
+    for code, n in summary["error_codes"].items():
+        table.add_row(f"  failed: {code}", str(n))
+    console.print(table)
+    for p in summary["preview"]:
+        console.print(f"would send {p['customer_id']} ({p['action']}): {p['request']}", markup=False, soft_wrap=True)
+    if summary.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def history(
+    campaign: Annotated[Path, typer.Argument(help="Campaign TOML file")],
+    customer_id: Annotated[str, typer.Argument(help="Customer id")],
+) -> None:
+    """What did a customer get, and when: every update attempt, oldest first."""
+    from passflow.config import load_campaign
+    from passflow.updates import customer_history
+
+    try:
+        rows = customer_history(load_campaign(campaign), customer_id)
+    except PassflowError as exc:
+        _fail(exc)
+    if rows.empty:
+        console.print(f"no updates recorded for {customer_id}", markup=False)
+        return
+    # One block per attempt, not a table: requests are long JSON and must stay copyable.
+    console.print(f"{len(rows)} update attempt(s) for {customer_id}, oldest first", markup=False)
+    for r in rows.itertuples():
+        result = r.status + (f" {r.error_code}: {r.error}" if r.error_code else "")
+        key = f", event {r.event_key}" if r.event_key else ""
+        console.print(
+            f"{r.created_at:%Y-%m-%d %H:%M:%S}Z  {r.action}  ({r.source}{key})  pass {r.pass_id or '-'}  "
+            f"{result}  attempts {r.attempts}  run {r.run_id[:8]}\n  sent: {r.request or '-'}",
+            markup=False, soft_wrap=True, highlight=False,
+        )  # fmt: skip
 
 
 @app.command()
@@ -360,6 +456,56 @@ def deploy_cmd(
     for name in names:
         console.print(f"deployed {name} to work pool {pool!r}", highlight=False)
     console.print(f"now, on each worker machine: prefect worker start --pool {pool}", highlight=False)
+
+
+@app.command()
+def callbacks(
+    campaigns: Annotated[list[Path], typer.Argument(help="Campaign TOML file(s) with a [callbacks] section")],
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8780,
+) -> None:
+    """Receive vendor callbacks (Skycore postbacks, Passmachine webhooks) at /callbacks/<campaign>/<provider>."""
+    _prefect_defaults()
+    from passflow.callbacks.app import endpoints_for
+    from passflow.callbacks.server import load_campaigns, serve_callbacks
+
+    try:
+        loaded = load_campaigns(campaigns)
+        endpoints = endpoints_for(loaded)  # secrets and ledgers checked before the port opens
+    except PassflowError as exc:
+        _fail(exc)
+    for c in loaded:
+        console.print(f"{c.name}: POST http://{host}:{port}/callbacks/{c.name}/{c.provider}", highlight=False,
+                      soft_wrap=True, markup=False)
+    from passflow.callbacks.events import prefect_api_configured
+
+    if any(c.callbacks and c.callbacks.emit_events for c in loaded) and not prefect_api_configured():
+        err.print(
+            "note: PREFECT_API_URL is not set, so no Prefect events are emitted; callbacks are still "
+            "recorded in passflow_pass_events (an [updates.events] table source reads them)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    serve_callbacks(endpoints, host=host, port=port)
+
+
+@app.command()
+def funnel(campaign: Annotated[Path, typer.Argument(help="Campaign TOML file")]) -> None:
+    """Install funnel from the ledger and the recorded callbacks: issued → installed → uninstalled."""
+    from passflow.callbacks.funnel import funnel_counts
+    from passflow.config import load_campaign
+
+    try:
+        loaded = load_campaign(campaign)
+        counts = funnel_counts(loaded.ledger.url, loaded.name)
+    except PassflowError as exc:
+        _fail(exc)
+    table = Table(title=f"{loaded.name} — install funnel")
+    table.add_column("stage")
+    table.add_column("customers", justify="right")
+    for stage, n in counts.items():
+        table.add_row(stage, str(n))
+    console.print(table)
 
 
 @app.command("demo-db")

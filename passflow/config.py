@@ -24,7 +24,7 @@ from passflow.secrets import SecretRef
 PASS_TYPES = ("coupon", "giftcard", "loyaltycard", "eventticket", "boardingpass", "membership", "generic")
 LEDGER_URL_ENV = "PASSFLOW_LEDGER_URL"
 # Keys whose values are never echoed in errors: secrets, and URLs (they may carry a password).
-SECRET_FIELDS = {"salt", "public_token", "secret_token", "api_key", "sql_url", "url"}
+SECRET_FIELDS = {"salt", "public_token", "secret_token", "api_key", "sql_url", "url", "secret"}
 
 
 class _Model(BaseModel):
@@ -148,6 +148,19 @@ class ExportSettings(_Model):
     db: DbExportSettings | None = None
 
 
+class CallbackSettings(_Model):
+    """Vendor callbacks (``passflow callbacks``): how they authenticate and what they trigger."""
+
+    secret: SecretRef = Field(description="Shared secret the vendor signs callbacks with")
+    auth: list[Literal["signature", "token"]] = Field(
+        default_factory=lambda: ["signature"],
+        min_length=1,
+        description="signature: HMAC-SHA256 over timestamp + body; token: the secret in a header",
+    )
+    max_age_s: float = Field(300.0, gt=0, le=86_400, description="Replay window for signed callbacks")
+    emit_events: bool = Field(True, description="Emit passflow.pass.<event> Prefect events")
+
+
 class LedgerSettings(_Model):
     url: str = "sqlite:///state/ledger.db"
 
@@ -187,6 +200,60 @@ class ScheduleSettings(_Model):
         return v
 
 
+class UpdateAction(_Model):
+    """What one update action sends (see :mod:`passflow.updates`). Values are templates over the row:
+    the segment's columns for ``--diff``; ``customer_id``, ``pass_id``, ``event``, ``occurred_at``
+    for events and customer lists."""
+
+    pass_data: dict[str, str] = Field(
+        default_factory=dict, description="Skycore: the update API's pass-data, e.g. pass-update-notification"
+    )
+    template_variables: dict[str, str] = Field(
+        default_factory=dict, description="Passmachine: JSON Patch replace /templateVariables/<name>"
+    )
+
+
+class UpdateEventsSettings(_Model):
+    """Where events come from: a CSV file, a SQL table, or (``table`` alone) a table in the ledger DB,
+    e.g. the vendor callbacks table ``passflow_pass_events``."""
+
+    csv: str | None = None
+    sql_url: str | None = None
+    table: str | None = None
+    customer_id_column: str = "customer_id"
+    event_column: str = "event"
+    time_column: str = "occurred_at"
+    id_column: str | None = Field("event_id", description="Column with a unique event id, if any")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> UpdateEventsSettings:
+        if self.csv and (self.sql_url or self.table):
+            raise ValueError("set either `csv = \"events.csv\"` or `table = \"name\"` (with optional `sql_url`)")
+        if not self.csv and not self.table:
+            raise ValueError("set `csv = \"events.csv\"` or `table = \"passflow_pass_events\"`")
+        return self
+
+
+class UpdateSettings(_Model):
+    """``[updates]``: how passes of this campaign are updated after issuance."""
+
+    api_base_url: str | None = Field(None, description="Skycore API base URL (the sandbox: …/skycore)")
+    api_key: SecretRef | None = Field(None, description="Skycore X-Api-Key reference")
+    pass_template_id: str | None = Field(None, description="Skycore pass-template-id")
+    diff_action: str | None = Field(None, description="Action whose values are sent with --diff")
+    chunk_size: int = Field(1000, ge=1, le=100_000, description="Customers per update task")
+    actions: dict[str, UpdateAction] = Field(default_factory=dict)
+    rules: dict[str, str] = Field(default_factory=dict, description="event name = action name")
+    events: UpdateEventsSettings | None = None
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _api_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://\S+$", v):
+            raise ValueError("must be an http(s) URL, e.g. the sandbox's http://127.0.0.1:8765/skycore")
+        return v.rstrip("/") if v else v
+
+
 class Campaign(_Model):
     campaign: CampaignInfo
     source: SourceSettings
@@ -198,6 +265,8 @@ class Campaign(_Model):
     export: ExportSettings = ExportSettings()
     ledger: LedgerSettings = LedgerSettings()
     schedule: ScheduleSettings | None = None
+    callbacks: CallbackSettings | None = None
+    updates: UpdateSettings | None = None
     # Set by the loader, not the file: where the campaign came from (for messages and paths).
     path: Path | None = Field(None, exclude=True)
 
@@ -297,4 +366,23 @@ def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> 
             update={"db": export.db.model_copy(update={"url": resolve_db_url(export.db.url, base)})}
         )
     updates["export"] = export
+    if campaign.updates is not None:
+        updates["updates"] = _resolve_update_paths(campaign.updates, base, file)
     return campaign.model_copy(update={**updates, "path": path.resolve()})
+
+
+def _resolve_update_paths(settings: UpdateSettings, base: Path, file: str) -> UpdateSettings:
+    """Relative event CSV paths and SQLite URLs of ``[updates.events]``, against the campaign's directory."""
+    ev = settings.events
+    if ev is None:
+        return settings
+    try:
+        ev = ev.model_copy(
+            update={
+                "csv": _resolve_path(ev.csv, base) if ev.csv else None,
+                "sql_url": resolve_db_url(ev.sql_url, base) if ev.sql_url else None,
+            }
+        )
+    except Exception:  # noqa: BLE001 - make_url errors name the URL format
+        raise ConfigError("not a valid database URL", file=file, key="updates.events.sql_url") from None
+    return settings.model_copy(update={"events": ev})

@@ -43,6 +43,8 @@ from passflow.exports import (
     DbAttributeExport,
     cleanup_stale_partials,
     export_file_prefix,
+    install_status_columns,
+    with_install_status,
     write_report_csv,
 )
 from passflow.issuers import OUTCOME_COLUMNS, DeliveryContext, make_issuer
@@ -406,6 +408,7 @@ class IssueRun:
                     run_id=self.run_id,
                     id_column=exp.bloomreach_id_column if kind == "bloomreach" else None,
                     max_rows_per_file=exp.max_rows_per_file,
+                    extra_columns=self._install_status_columns(),
                 )
             )
         if exp.db:
@@ -543,6 +546,7 @@ class IssueRun:
         )
         export_cols = ["customer_id", "pass_id", "pass_link", "pass_gendate", "email", "phone"]
         rows_out = pd.concat([fresh[export_cols], kept[export_cols]], ignore_index=True).astype("str")
+        rows_out = self._add_install_status(rows_out)
         for exp in self.exports:
             exp.write(rows_out)
             crash_point("export")
@@ -552,6 +556,18 @@ class IssueRun:
         self._batch_done()
         self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
         return {"rows": len(df), "issued": len(ok), "failed": len(bad), "exported": len(rows_out)}
+
+    # Campaigns with vendor callbacks export each customer's install status too (passflow.callbacks).
+    def _install_status_columns(self) -> list[str]:
+        return install_status_columns(self.campaign.provider) if self.campaign.callbacks else []
+
+    def _add_install_status(self, rows: pd.DataFrame) -> pd.DataFrame:
+        if not self.campaign.callbacks or rows.empty or self.ledger is None:
+            return rows
+        from passflow.callbacks.store import read_install_status
+
+        status = read_install_status(self.ledger.engine, self.campaign.name, rows["customer_id"])
+        return with_install_status(rows, status, self.campaign.provider)
 
     # --- the end ------------------------------------------------------------------------------
     def commit(self) -> RunResult:

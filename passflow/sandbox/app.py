@@ -16,6 +16,7 @@ import email.utils
 import html
 import json
 import math
+import os
 import random
 import re
 import time
@@ -407,6 +408,27 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
     @app.get("/_admin/skycore/updates")
     async def skycore_updates() -> Response:
         return _json(200, {"updates": state.skycore_updates()})
+
+    @app.post("/_admin/callbacks/simulate")
+    async def simulate_callback(request: Request) -> Response:
+        """A customer adds/removes a pass: POST the vendor's callback to the configured URL."""
+        from passflow.sandbox import postbacks
+
+        try:
+            sim = postbacks.SimulatedCallback.model_validate(await _admin_json(request) or {})
+            doc = state.find_pass(sim.pass_id) if sim.provider == "passmachine" else None
+            body = postbacks.build_body(sim, doc["metadata"] if doc else None, utc_iso())
+        except (ValidationError, ValueError) as exc:
+            return _pm_error(400, f"invalid simulation: {exc}")
+        url = sim.url or state.config.callback_urls.get(sim.provider)
+        env = state.config.callback_secret_env
+        secret = os.environ.get(env) if env else None
+        if not url or not secret:
+            return _pm_error(400, "set callback_urls.<provider> and callback_secret_env (POST /_admin/config)")
+        raw = json.dumps(body).encode()
+        result = await postbacks.deliver(url, raw, postbacks.auth_headers(sim.signing, secret, raw), 10.0)
+        state.count_request(f"callback_{sim.provider}", result["status"])
+        return _json(200, result)
 
     return app
 

@@ -114,6 +114,10 @@ class SandboxAdmin:
     def skycore_updates(self) -> list[dict[str, Any]]:
         return self._call("GET", "/skycore/updates")["updates"]
 
+    def simulate_callback(self, **fields: Any) -> dict[str, Any]:
+        """Make the sandbox POST a vendor callback (see ``passflow.sandbox.postbacks``); its outcome."""
+        return self._call("POST", "/callbacks/simulate", json=fields)
+
     def close(self) -> None:
         self._client.close()
 
@@ -156,6 +160,14 @@ def start_sandbox_thread(
 ) -> SandboxHandle:
     """Run the sandbox in a daemon thread with its own event loop; returns once it accepts connections."""
     app = create_app(config)
+    url, stop = start_app_thread(app, host, port, timeout=timeout, name="passflow-sandbox")
+    return SandboxHandle(url, stop, app.state.sandbox)
+
+
+def start_app_thread(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0, *, timeout: float = 10.0, name: str = "passflow-app"
+) -> tuple[str, Callable[[], None]]:
+    """Serve any ASGI app in a daemon thread (the sandbox, the callbacks server); returns (url, stop)."""
     sock = _bind(host, port)
     real_port = sock.getsockname()[1]
     started = threading.Event()
@@ -178,20 +190,20 @@ def start_sandbox_thread(
             loop.close()
             started.set()
 
-    thread = threading.Thread(target=run, name=f"passflow-sandbox-{real_port}", daemon=True)
+    thread = threading.Thread(target=run, name=f"{name}-{real_port}", daemon=True)
     thread.start()
     if not started.wait(timeout) or failure or not server.started:
         server.should_exit = True
         sock.close()
         raise RuntimeError(
-            f"sandbox did not start within {timeout} s: {failure[0] if failure else 'timeout'}"
+            f"{name} did not start within {timeout} s: {failure[0] if failure else 'timeout'}"
         )
 
     def stop() -> None:
         server.should_exit = True
         thread.join(timeout=10)
 
-    return SandboxHandle(_url(host, real_port), stop, app.state.sandbox)
+    return _url(host, real_port), stop
 
 
 def start_sandbox_process(
@@ -249,13 +261,18 @@ def start_sandbox_process(
 
 def serve(host: str = "127.0.0.1", port: int = 8765, config: SandboxConfig | None = None) -> None:
     """Run the sandbox in the foreground until SIGINT/SIGTERM. Prints one ready line with the URL."""
+    serve_app(create_app(config), host, port, READY_PREFIX)
+
+
+def serve_app(app: FastAPI, host: str, port: int, ready_prefix: str) -> None:
+    """Serve an ASGI app in the foreground until SIGINT/SIGTERM; prints ``ready_prefix`` + URL once up."""
     sock = _bind(host, port)
     url = _url(host, sock.getsockname()[1])
 
     def announce() -> None:
-        print(f"{READY_PREFIX}{url}", flush=True)
+        print(f"{ready_prefix}{url}", flush=True)
 
-    server = _Server(_uvicorn_config(create_app(config)), on_started=announce)
+    server = _Server(_uvicorn_config(app), on_started=announce)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its clean shutdown
         server.run(sockets=[sock])
 

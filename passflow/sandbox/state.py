@@ -115,6 +115,10 @@ class SandboxConfig(BaseModel):
     customer_key: str = "registered"
     skycore_links: dict[str, SkycoreLinkConfig] = Field(default_factory=dict)
     faults: list[FaultRule] = Field(default_factory=list)
+    # Vendor callbacks the sandbox sends (see passflow.sandbox.postbacks): where, and the env var
+    # holding the shared secret (a name, so the secret never passes through the admin API).
+    callback_urls: dict[Literal["skycore", "passmachine"], str] = Field(default_factory=dict)
+    callback_secret_env: str | None = None
 
 
 # --------------------------------------------------------------------------------------------------
