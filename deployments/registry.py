@@ -18,9 +18,12 @@ from prefect import Flow
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron, Schedule
 
+from deployments.update_triggers import update_triggers
 from flows.import_inbox import InboxRequest, import_inbox
 from flows.issue_passes import PROJECT_ROOT, IssueRequest, issue_passes
+from flows.update_passes import update_passes
 from passflow.config import Campaign, load_campaign
+from passflow.updates import UpdateRequest
 
 CAMPAIGNS = PROJECT_ROOT / "data" / "campaigns"
 INBOX_CRON = "* * * * *"  # the inbox is polled every minute; a file is taken at the second poll
@@ -36,11 +39,18 @@ class FlowEntry:
     schedule: Callable[[], Schedule] | None = None
     name: str = ""
     tags: tuple[str, ...] = ("passflow",)
+    # Per-campaign entries: which campaigns get one (default: all), their schedule and event triggers.
+    applies: Callable[[Campaign], bool] = lambda campaign: True
+    campaign_schedule: Callable[[Campaign], list[Schedule]] | None = None
+    triggers: Callable[[str, Campaign], list[Any]] | None = None
+
+
+def _cron(s: Any) -> list[Schedule]:
+    return [Cron(s.cron, timezone=s.timezone, active=s.active)] if s else []
 
 
 def campaign_schedule(campaign: Campaign) -> list[Schedule]:
-    s = campaign.schedule
-    return [Cron(s.cron, timezone=s.timezone, active=s.active)] if s else []
+    return _cron(campaign.schedule)
 
 
 def _issue_parameters(path: str, campaign: Campaign) -> dict[str, Any]:
@@ -48,8 +58,25 @@ def _issue_parameters(path: str, campaign: Campaign) -> dict[str, Any]:
     return {"request": IssueRequest(campaign=path, dry_run=dry_run).model_dump()}
 
 
+def _update_parameters(path: str, campaign: Campaign) -> dict[str, Any]:
+    # A scheduled update run reads the campaign's events source, else re-diffs the segment; a person
+    # starting it from the UI picks another mode (customers + action) in the form.
+    u = campaign.updates
+    assert u is not None
+    mode = "events" if u.events else "diff" if u.diff_action else "customers"
+    dry_run = u.schedule.dry_run if u.schedule else False
+    return {"request": UpdateRequest(campaign=path, mode=mode, dry_run=dry_run).model_dump()}
+
+
 FLOWS: list[FlowEntry] = [
-    FlowEntry(flow=issue_passes, campaign_parameters=_issue_parameters),
+    FlowEntry(flow=issue_passes, campaign_parameters=_issue_parameters, campaign_schedule=campaign_schedule),
+    FlowEntry(
+        flow=update_passes,
+        campaign_parameters=_update_parameters,
+        applies=lambda campaign: campaign.updates is not None,
+        campaign_schedule=lambda campaign: _cron(campaign.updates.schedule if campaign.updates else None),
+        triggers=lambda path, campaign: update_triggers(campaign, path),
+    ),
     FlowEntry(
         flow=import_inbox,
         name="inbox",
@@ -80,6 +107,11 @@ def build_deployments(
     for entry in FLOWS:
         if entry.campaign_parameters is not None:
             for path, campaign in loaded:
+                if not entry.applies(campaign):
+                    continue
+                extra = dict(kind)
+                if entry.triggers is not None:
+                    extra["triggers"] = entry.triggers(_param_path(path), campaign)
                 out.append(
                     entry.flow.to_deployment(
                         name=campaign.name,
@@ -87,8 +119,8 @@ def build_deployments(
                         or f"{entry.flow.name} for {campaign.name} ({campaign.provider})",
                         tags=[*entry.tags, campaign.provider],
                         parameters=entry.campaign_parameters(_param_path(path), campaign),
-                        schedules=campaign_schedule(campaign),
-                        **kind,
+                        schedules=entry.campaign_schedule(campaign) if entry.campaign_schedule else [],
+                        **extra,
                     )
                 )
         else:

@@ -20,10 +20,10 @@ from prefect.artifacts import (
 from prefect.states import Failed
 from pydantic import BaseModel, ConfigDict, Field
 
-from passflow.config import load_campaign
+from passflow.config import Campaign, load_campaign
 from passflow.engine import IssueRun, RunResult
 from passflow.errors import PassflowError
-from passflow.report import failure_markdown, report_progress, summary_markdown, summary_rows
+from passflow.report import failure_markdown, funnel_markdown, report_progress, summary_markdown, summary_rows
 from passflow.secrets import redact
 from passflow.shutdown import graceful_stop
 from tasks.issue_tasks import deliver_batch, end_staging, stage_chunk
@@ -162,6 +162,8 @@ def issue_passes(request: IssueRequest) -> dict[str, Any] | State:
         raise
     update_progress_artifact(progress, 100.0, description=f"{campaign.name}: done")
     publish_report(result)
+    if campaign.callbacks is not None and not request.dry_run:
+        publish_funnel(campaign)
     summary = result.summary()
     logger.info("done: %s", ", ".join(f"{r['metric']} {r['value']}" for r in summary_rows(summary)[:9]))
     if result.counts.failed:
@@ -169,6 +171,18 @@ def issue_passes(request: IssueRequest) -> dict[str, Any] | State:
         logger.error(message)
         return Failed(message=message, data=summary)
     return summary
+
+
+def publish_funnel(campaign: Campaign) -> None:
+    """issued → installed → uninstalled, from the ledger and the recorded vendor callbacks."""
+    from passflow.callbacks.funnel import funnel_counts
+
+    counts = funnel_counts(campaign.ledger.url, campaign.name)
+    create_markdown_artifact(
+        key=artifact_key(campaign.name, "funnel"),
+        markdown=funnel_markdown(counts, campaign=campaign.name),
+        description=f"Install funnel of {campaign.name}",
+    )
 
 
 def publish_report(result: RunResult) -> None:

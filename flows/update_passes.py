@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.issue_passes import _artifact_key
+from flows.issue_passes import artifact_key
 from passflow.config import load_campaign
 from passflow.errors import ConfigError
 from passflow.updates import UpdateRequest, UpdateRun
@@ -41,7 +41,7 @@ def update_passes(request: UpdateRequest) -> dict[str, Any]:
         raise
     summary = run.finish()
     create_table_artifact(
-        key=_artifact_key(campaign.name, "updates"),
+        key=artifact_key(campaign.name, "updates"),
         table=[{"metric": k, "value": str(v)} for k, v in summary.items() if k not in _SKIP]
         + [{"metric": f"error {code}", "value": str(n)} for code, n in summary["error_codes"].items()],
         description=f"Update run {run.run_id} of {campaign.name} ({request.mode})",
@@ -49,7 +49,7 @@ def update_passes(request: UpdateRequest) -> dict[str, Any]:
     if summary["preview"]:
         lines = [f"- `{p['customer_id']}` → {p['action']}: `{p['request']}`" for p in summary["preview"]]
         create_markdown_artifact(
-            key=_artifact_key(campaign.name, "update-preview"),
+            key=artifact_key(campaign.name, "update-preview"),
             markdown="### Would send (first rows)\n" + "\n".join(lines),
         )
     logger.info(

@@ -245,6 +245,9 @@ class UpdateSettings(_Model):
     actions: dict[str, UpdateAction] = Field(default_factory=dict)
     rules: dict[str, str] = Field(default_factory=dict, description="event name = action name")
     events: UpdateEventsSettings | None = None
+    schedule: ScheduleSettings | None = Field(
+        None, description="When the update-passes deployment runs (events source, else --diff)"
+    )
 
     @field_validator("api_base_url")
     @classmethod

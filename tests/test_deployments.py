@@ -32,7 +32,26 @@ def test_one_deployment_per_campaign_with_schedule_and_valid_parameters() -> Non
     [inbox] = [d for d in deps if d.flow_name == "import-inbox"]
     assert inbox.name == "inbox" and inbox.schedules[0].schedule.cron == "* * * * *"
     assert inbox.parameters["request"]["inbox"] == "data/inbox"
-    assert len(deps) == len(issue) + 1 == len(FLOWS) - 1 + len(issue)
+    update = {d.name: d for d in deps if d.flow_name == "update-passes"}
+    assert len(deps) == len(issue) + len(update) + 1 and len(FLOWS) == 3
+
+
+def test_update_deployments_have_event_triggers_and_their_own_schedule() -> None:
+    from passflow.updates import UpdateRequest
+
+    update = {d.name: d for d in build_deployments() if d.flow_name == "update-passes"}
+    # Only campaigns with an [updates] section get one.
+    assert set(update) == {"spring-coupon-2026", "loyalty-card-2026"}
+    coupon = update["spring-coupon-2026"]
+    [sched] = coupon.schedules
+    assert sched.schedule.cron == "15 * * * *" and sched.schedule.timezone == "Europe/Prague"
+    assert update["loyalty-card-2026"].schedules == []  # event- and hand-started only
+    for d in update.values():
+        request = UpdateRequest.model_validate(d.parameters["request"])
+        assert request.mode == "events" and request.campaign.startswith("data/campaigns/")
+        expects = sorted(e for t in d.triggers for e in t.expect)
+        assert expects == ["passflow.pass.uninstalled", "passflow.update.requested"]
+        assert all(t.match.root == {"passflow.campaign": d.name} for t in d.triggers)
 
 
 def test_schedule_section_is_validated(tmp_path: Path) -> None:

@@ -55,3 +55,30 @@ def test_cli_prints_the_summary_and_exits_1_on_failed_rows(tmp_path: Path, sandb
     assert res.exit_code == 1, res.output
     assert "failed rows:" in res.output and "6 rows failed at the vendor" in res.output
     assert "Traceback" not in res.output
+
+
+def _markdowns(run_id: object) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read() -> list:
+        async with get_client() as client:
+            flt = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+            return await client.read_artifacts(artifact_filter=flt)
+
+    return {a.key: a.data for a in asyncio.run(read()) if a.type == "markdown"}
+
+
+def test_campaigns_with_callbacks_publish_the_install_funnel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_issue_skycore import make_campaign
+
+    monkeypatch.setenv("PF_CALLBACK_SECRET", "funnel-test-secret")
+    path = make_campaign(tmp_path)
+    path.write_text(path.read_text() + '\n[callbacks]\nsecret = { env = "PF_CALLBACK_SECRET" }\n')
+    state = issue_passes(IssueRequest(campaign=str(path)), return_state=True)
+    assert state.is_completed(), state.message
+    issued = state.result()["issued_new"]
+    funnel = next(v for k, v in _markdowns(state.state_details.flow_run_id).items() if k.endswith("-funnel"))
+    assert f"| issued | {issued} | 100.0% |" in funnel and "| installed | 0 |" in funnel
