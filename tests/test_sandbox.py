@@ -323,7 +323,9 @@ def test_slow_creates_nothing_but_slow_after_commit_creates(sandbox: SandboxHand
 def test_drop_closes_the_connection_without_creating(sandbox: SandboxHandle, pm: httpx.Client) -> None:
     token = get_token(pm)
     sandbox.admin.configure(faults=[{"kind": "drop", "endpoint": "create", "count": 1}])
-    with pytest.raises(httpx.RemoteProtocolError):
+    # A closed socket reads as "disconnected without a response" or, when the close races the
+    # request bytes, as a reset: the client sees both in the wild and must treat them alike.
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         create(pm, token, "c1")
     assert sandbox.admin.passes() == []
     assert create(pm, token, "c1").status_code == 201  # the next one goes through

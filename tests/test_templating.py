@@ -271,9 +271,9 @@ LIMIT_CASES = [
 @pytest.mark.parametrize("source", LIMIT_CASES)
 def test_limits_stop_runaway_templates_per_row(source: str) -> None:
     df = frame(a=["abc"], n=["1000000000"])
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: wall time is at the mercy of a loaded machine
     result = compile_template(source, name="big").render_frame(df)
-    assert time.perf_counter() - started < 2
+    assert time.process_time() - started < 2
     assert "limit exceeded" in result.errors.iloc[0], result.errors.iloc[0]
     assert result.values.iloc[0] == ""
 
