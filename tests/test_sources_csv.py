@@ -486,3 +486,18 @@ def test_plain_file_is_read_by_the_fast_path_with_row_numbers(
     assert whole["__row__"].tolist() == list(range(2, 20_002))
     assert list(whole.columns) == ["customer_id", "email", "first_name", "tier", "__row__"]
     assert whole["first_name"].iloc[0] == "Zoë Ann" and str(whole["email"].dtype) == "str"
+
+
+def test_quoted_plain_file_matches_the_csv_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Quote-everything exports (pyarrow, many databases) take the fast path too; a stray quote, an
+    # escaped quote and a quoted delimiter further on are handed to the csv module.
+    rows = "".join(f'"C{i:07d}","user{i}@example.com","Zoë",""\n' for i in range(5000))
+    tail = '"C9000001","a@example.com","x"y,""\n"C9000002","b@example.com","say ""hi""",""\n'
+    tail += '"C9000003","c@example.com","Doe, J",""\n"C9000004","d@example.com","ok",""\n'
+    path = write(tmp_path, '"customer_id","email","first_name","tier"\n' + rows + tail + rows)
+    (fast, fast_bad), (slow, slow_bad) = _both_ways(path, monkeypatch, chunk_size=3000)
+    pd.testing.assert_frame_equal(pd.concat(fast, ignore_index=True), pd.concat(slow, ignore_index=True))
+    assert fast_bad == slow_bad and [m.row for m in fast_bad] == [5002]
+    whole = pd.concat(fast, ignore_index=True)
+    assert whole.loc[whole["customer_id"] == "C9000003", "first_name"].item() == "Doe, J"
+    assert whole.loc[whole["customer_id"] == "C9000002", "first_name"].item() == 'say "hi"'

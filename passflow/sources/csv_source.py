@@ -31,7 +31,6 @@ import codecs
 import csv
 import functools
 import io
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from passflow.errors import SourceError
 
@@ -50,7 +50,7 @@ ROW_COLUMN = "__row__"
 _RAW_MAX = 200
 _SCAN_BLOCK = 1 << 20
 # Bytes that cp1252 leaves undefined; a non-UTF-8 file containing one must be latin-1.
-_CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+_CP1252_UNDEFINED_BYTES = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")  # `in` runs at memchr speed
 _DELIMITER_CANDIDATES = (",", ";", "\t")  # order breaks ties: comma is the most common export
 _DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 
@@ -142,7 +142,7 @@ def _sniff_encoding(path: Path) -> str:
                         decoder.decode(block)
                     except UnicodeDecodeError:
                         is_utf8 = False
-                if not has_cp1252_undefined and _CP1252_UNDEFINED.search(block):
+                if not has_cp1252_undefined and any(b in block for b in _CP1252_UNDEFINED_BYTES):
                     has_cp1252_undefined = True
                 if not is_utf8 and has_cp1252_undefined:
                     break  # the answer cannot change any more
@@ -406,11 +406,11 @@ def _open_at(path: Path, dialect: CsvDialect, offset: int) -> TextIO:
 
 # ------------------------------------------------------------------------------- plain fast path
 #
-# Most segments are plain: one record per line, no quotes, no blank or ragged lines, UTF-8. For
-# those, Arrow's C++ CSV parser reads a block of lines ~20x faster than the csv module, and the row
-# number of a record is simply its line number. Each block is checked for what would make that
-# untrue (a quote, a NUL, a lone CR, a line with another number of fields); the first block that is
-# not plain, and everything after it, is read by the csv module above, so edge cases keep exactly
+# Most segments are plain: one record per line, UTF-8, no blank or ragged lines, quotes (if any)
+# around whole fields. For those, Arrow's C++ CSV parser reads a block of lines many times faster
+# than the csv module, and the row number of a record is simply its line number. Each block is
+# checked for what would make that untrue (a field over two lines, a stray quote, a NUL, a lone CR,
+# a line with another number of fields); the first block that is not plain, and everything after it, is read by the csv module above, so edge cases keep exactly
 # the behaviour documented at the top of this module.
 
 # Bytes read at a time: about one chunk's worth (memory stays that of a chunk), within these bounds.
@@ -424,6 +424,7 @@ def _plain_prefix_start(path: Path, dialect: CsvDialect, n_names: int) -> tuple[
         return None
     with path.open("rb") as f:
         head = f.read(1 << 16)
+    delim = dialect.delimiter.encode()
     row_no, start = 0, 0
     while True:  # leading blank lines, then the header line
         end = head.find(b"\n", start)
@@ -431,14 +432,43 @@ def _plain_prefix_start(path: Path, dialect: CsvDialect, n_names: int) -> tuple[
             return None  # no complete header line in the first 64 kB, or a header-only file
         line = head[start:end]
         row_no += 1
-        if b'"' in line or b"\x00" in line or b"\r" in line.rstrip(b"\r"):
+        if b"\x00" in line or b"\r" in line.rstrip(b"\r") or not _quotes_plain(line + b"\n", delim):
             return None
         if line.strip(b" \t\r\xef\xbb\xbf"):
             break
         start = end + 1
-    if line.rstrip(b"\r").count(dialect.delimiter.encode()) != n_names - 1:
-        return None  # trailing empty header cells: let the csv module trim rows alike
+    if line.rstrip(b"\r").count(delim) != n_names - 1:
+        return None  # trailing empty header cells or a quoted delimiter: let the csv module decide
     return end + 1, row_no
+
+
+def _quotes_plain(block: bytes, delim: bytes) -> bool:
+    """Whether every quote in these whole lines sits next to a field boundary, each once: an opening
+    quote after a delimiter or a line start, or a closing one before a delimiter or a line end
+    (``"a"b`` or ``"a" ,`` are errors for the csv module, not for Arrow). Counted with bytes.count,
+    which runs at memory speed; :func:`_accounts_for` checks what the parse made of them."""
+    quotes = block.count(b'"')
+    if not quotes:
+        return True
+    opening = block.count(delim + b'"') + block.count(b'\n"') + block.startswith(b'"')
+    closing = block.count(b'"' + delim) + block.count(b'"\n') + block.count(b'"\r')
+    return quotes == opening + closing
+
+
+def _accounts_for(block: bytes, table: pa.Table, delim: bytes, lines: int) -> bool:
+    """Whether every byte of ``block`` is in a value, a field separator, a quote or a line end. It is
+    not when a value holds a quote (an escaped ``""``, a stray one) or a delimiter (quoted, or a
+    field that went on to the next line): rare, and left to the csv module."""
+    separators = (table.num_columns - 1) * lines
+    if block.count(delim) != separators:
+        return False
+    values = sum(_byte_length(col) for col in table.columns)
+    ends = block.count(b"\n") + block.count(b"\r")
+    return values + separators + block.count(b'"') + ends == len(block)
+
+
+def _byte_length(col: pa.ChunkedArray) -> int:
+    return pc.sum(pc.binary_length(col)).as_py() or 0
 
 
 class _PlainBlocks:
@@ -455,17 +485,25 @@ class _PlainBlocks:
         self.chunk_size = chunk_size
         self.offset = offset
         self.row_no = row_no
-        self._read = functools.partial(
-            pacsv.read_csv,
-            read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
-            parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, quote_char=False, double_quote=False, ignore_empty_lines=False
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.large_string() for name in names},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
+        self.delimiter = delimiter
+        self._read, self._read_quoted = (
+            functools.partial(
+                pacsv.read_csv,
+                read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter,
+                    quote_char=quote,
+                    double_quote=bool(quote),
+                    newlines_in_values=False,
+                    ignore_empty_lines=False,
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={name: pa.large_string() for name in names},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            for quote in (False, '"')
         )
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
@@ -501,13 +539,19 @@ class _PlainBlocks:
 
     def _parse(self, block: bytes) -> pd.DataFrame | None:
         lines = block.count(b"\n") + (not block.endswith(b"\n"))
-        if b'"' in block or b"\x00" in block or block.count(b"\r") != block.count(b"\r\n"):
+        if b"\x00" in block or (b"\r" in block and block.count(b"\r") != block.count(b"\r\n")):
+            return None
+        delim = self.delimiter.encode()
+        quoted = b'"' in block
+        if quoted and not _quotes_plain(block, delim):
             return None
         try:
-            table = self._read(io.BytesIO(block))
+            table = (self._read_quoted if quoted else self._read)(io.BytesIO(block))
         except (pa.ArrowInvalid, UnicodeDecodeError):  # a ragged line, bad UTF-8: the csv module says
             return None
         if table.num_rows != lines:
+            return None
+        if quoted and not _accounts_for(block, table, delim, lines):
             return None
         rows = np.arange(self.row_no + 1, self.row_no + 1 + lines, dtype=np.int64)
         columns = table.columns
@@ -525,8 +569,6 @@ class _PlainBlocks:
 
 
 def _blank(col: pa.ChunkedArray) -> np.ndarray:
-    import pyarrow.compute as pc
-
     return pc.equal(pc.utf8_trim_whitespace(col), "").to_numpy(zero_copy_only=False)
 
 
