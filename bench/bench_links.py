@@ -329,7 +329,7 @@ def main() -> None:
         "peak_rss_mb": main_mb,
         "workers_peak_rss_mb": workers_mb,
         "startup_s": res["startup_s"],
-        "timings": {k: v for k, v in s.items() if k.endswith("_s")},
+        "timings": {k: v for k, v in s.items() if k.endswith("_s") and not k.endswith("per_s")},
     }
     (OUT / f"bench_links-{args.source}-{rows}.json").write_text(json.dumps(result, indent=2))
 
