@@ -501,3 +501,19 @@ def test_quoted_plain_file_matches_the_csv_module(tmp_path: Path, monkeypatch: p
     whole = pd.concat(fast, ignore_index=True)
     assert whole.loc[whole["customer_id"] == "C9000003", "first_name"].item() == "Doe, J"
     assert whole.loc[whole["customer_id"] == "C9000002", "first_name"].item() == 'say "hi"'
+
+
+def test_plain_path_needs_utf8_and_a_one_byte_delimiter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A two-byte delimiter and a cp1252 file go to the csv module; results are the same either way.
+    path = write(tmp_path, "id§name\n" + "".join(f"C{i}§Zoë\n" for i in range(3000)))
+    both = pd.concat(read_csv_chunks(path, delimiter="§", chunk_size=1000), ignore_index=True)
+    assert both["name"].eq("Zoë").all() and both["__row__"].tolist() == list(range(2, 3002))
+    text = "id;name\n" + "".join(f"C{i};Zoë\n" for i in range(3000))
+    path = write(tmp_path, text, name="cp.csv", encoding="cp1252")
+    chunks = list(read_csv_chunks(path, encoding="cp1252", delimiter=";", chunk_size=1000))
+    assert [c["name"].iloc[0] for c in chunks] == ["Zoë"] * 3
+    path = write(tmp_path, text, name="utf8.csv")
+    upper = pd.concat(read_csv_chunks(path, encoding="UTF-8", delimiter=";", chunk_size=1000))
+    assert upper["name"].eq("Zoë").all() and upper["__row__"].iloc[-1] == 3001

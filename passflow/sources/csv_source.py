@@ -420,8 +420,8 @@ _PLAIN_ENCODINGS = ("utf-8", "utf-8-sig")
 
 def _plain_prefix_start(path: Path, dialect: CsvDialect, n_names: int) -> tuple[int, int] | None:
     """(byte offset after the header line, its row number) if the file starts plain, else None."""
-    if dialect.encoding not in _PLAIN_ENCODINGS:
-        return None
+    if codecs.lookup(dialect.encoding).name not in _PLAIN_ENCODINGS or len(dialect.delimiter.encode()) != 1:
+        return None  # Arrow parses UTF-8 with a one-byte delimiter
     with path.open("rb") as f:
         head = f.read(1 << 16)
     delim = dialect.delimiter.encode()
