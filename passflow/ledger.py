@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
@@ -118,6 +120,28 @@ def _record_sql(dialect: str, rows: int) -> str:
         f"INSERT INTO {ledger_table.name} ({', '.join(_RECORD_COLUMNS)}) VALUES {values} "
         "ON CONFLICT (campaign, customer_id) DO UPDATE SET "
         + ", ".join(f"{c} = excluded.{c}" for c in update)
+    )
+
+
+# PostgreSQL: a batch of at least this many rows is COPYed into a temporary table and upserted from
+# there in one statement: ~5x less time than executemany's row-by-row upserts. Smaller batches are
+# not worth the extra round trips.
+PG_COPY_MIN_ROWS = 1_000
+_COPY = "COPY"  # record_statements' marker for the COPY path (the parameters are the rows)
+_STAGE_TABLE = "passflow_ledger_in"
+
+
+@functools.cache
+def _copy_upsert_sql() -> tuple[str, str, str]:
+    """(create the session's staging table, COPY into it, upsert from it)."""
+    cols = ", ".join(_RECORD_COLUMNS)
+    update = _record_sql("postgresql", 1).split(" DO UPDATE SET ", 1)[1]
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE_TABLE} "
+        f"(LIKE {ledger_table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+        f"COPY {_STAGE_TABLE} ({cols}) FROM STDIN (FORMAT csv)",
+        f"INSERT INTO {ledger_table.name} ({cols}) SELECT {cols} FROM {_STAGE_TABLE} "
+        f"ON CONFLICT (campaign, customer_id) DO UPDATE SET {update}",
     )
 
 
@@ -270,9 +294,10 @@ class Ledger:
 
     def record_statements(
         self, campaign: str, provider: str, rows: pd.DataFrame, run_id: str
-    ) -> list[tuple[str, list[tuple[Any, ...]]]]:
-        """What :meth:`record` executes: (SQL, parameter tuples) pairs for :meth:`write`. (A bulk
-        writer builds the next batch's while another one is written.)"""
+    ) -> list[tuple[str, Any]]:
+        """What :meth:`record` executes: (SQL, parameter tuples) pairs for :meth:`write`, or on
+        PostgreSQL one COPY payload. (A bulk writer builds the next batch's while another one is
+        written.)"""
         if rows.empty:
             return []
         now = self._db_time(utcnow())
@@ -295,6 +320,10 @@ class Ledger:
             "updated_at": now,
             "issued_at": issued_at,
         }
+        if self.dialect == "postgresql" and n >= PG_COPY_MIN_ROWS:
+            as_text = [self._db_time(u).isoformat() for u in uniques] + [None]
+            values["issued_at"] = np.array(as_text, dtype=object)[codes]
+            return [(_COPY, _copy_payload(rows, values))]
         table = np.empty((n, len(_RECORD_COLUMNS)), dtype=object)
         for i, name in enumerate(_RECORD_COLUMNS):
             table[:, i] = values[name]
@@ -311,13 +340,16 @@ class Ledger:
             )
         return statements
 
-    def write(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+    def write(self, statements: list[tuple[str, Any]]) -> None:
         """Execute :meth:`record_statements` in one transaction."""
         if not statements:
             return
         with self.engine.begin() as conn:
             for sql, params in statements:
-                conn.exec_driver_sql(sql, params)
+                if sql == _COPY:
+                    _copy_upsert(conn, params)
+                else:
+                    conn.exec_driver_sql(sql, params)
 
     def _db_time(self, value: Any) -> Any:
         """Timestamps as the driver wants them; for SQLite, the text format SQLAlchemy reads back."""
@@ -410,6 +442,40 @@ class Ledger:
             conn.execute(
                 locks_table.delete().where(locks_table.c.campaign == campaign, locks_table.c.run_id == run_id)
             )
+
+
+def _copy_payload(rows: pd.DataFrame, values: dict[str, Any]) -> bytes:
+    """The rows (``values``: arrays of text, or one value for all) as COPY's CSV (nulls unquoted-empty, strings quoted), written by Arrow in C++: a
+    per-row ``write_row`` costs as much as the upsert itself. One upsert statement may touch a key
+    once: the last row of a customer wins, as it does with one statement per row."""
+    keep = ~rows["customer_id"].duplicated(keep="last").to_numpy()
+    n = int(keep.sum())
+    columns = []
+    for name in _RECORD_COLUMNS:
+        value = values[name]
+        if isinstance(value, np.ndarray):
+            columns.append(pa.array(value[keep], type=pa.string(), from_pandas=True))
+        else:
+            text = value.isoformat() if isinstance(value, datetime) else str(value)
+            columns.append(pa.array(np.full(n, text, dtype=object), type=pa.string()))
+    buf = pa.BufferOutputStream()
+    pacsv.write_csv(
+        pa.Table.from_arrays(columns, names=_RECORD_COLUMNS),
+        buf,
+        write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"),
+    )
+    return buf.getvalue().to_pybytes()
+
+
+def _copy_upsert(conn: sa.Connection, payload: bytes) -> None:
+    """Upsert a :func:`_copy_payload` on PostgreSQL via COPY, inside ``conn``'s transaction: the
+    staging table empties itself at commit, and a failure rolls back both."""
+    create, copy_sql, upsert = _copy_upsert_sql()
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.execute(create)
+        with cur.copy(copy_sql) as copy:
+            copy.write(payload)
+        cur.execute(upsert)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
