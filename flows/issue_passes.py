@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from passflow.config import load_campaign
 from passflow.engine import IssueRun, RunResult
 from passflow.report import summary_markdown, summary_rows
-from tasks.issue_tasks import deliver_batch, end_staging, stage_chunk
+from tasks.issue_tasks import deliver_batch, end_staging, finish_deliveries, stage_chunk
 
 
 class IssueRequest(BaseModel):
@@ -105,6 +105,7 @@ def issue_passes(request: IssueRequest) -> dict[str, Any]:
         for i in range(total):
             deliver_batch.with_options(task_run_name=f"deliver-batch-{i + 1}-of-{total}")(run, i)
             update_progress_artifact(progress, 100.0 * (i + 1) / total)
+        finish_deliveries(run)
         result = run.commit()
     except BaseException as exc:
         run.abort(exc)

@@ -40,7 +40,7 @@ from passflow.config import Campaign
 from passflow.errors import RejectRateExceeded, VendorError
 from passflow.exports import AttributeExport, DbAttributeExport, write_report_csv
 from passflow.issuers import OUTCOME_COLUMNS, DeliveryContext, make_issuer
-from passflow.issuers.base import BASE_COLUMNS
+from passflow.issuers.base import BASE_COLUMNS, Sending
 from passflow.ledger import Ledger
 from passflow.sources import MalformedRow, read_csv_chunks, read_sql_chunks
 from passflow.staging import (
@@ -195,6 +195,7 @@ class IssueRun:
         self._pooling = False  # chunks go to the pool (from then on, all of them: order matters)
         self._pool_failed = False  # the workers could not start: stage here
         self._ledger_writer: LedgerWriter | None = None
+        self._sending: _Sending | None = None  # a batch whose requests are still going out
 
         if not dry_run:
             self.ledger = Ledger(campaign.ledger.url)
@@ -484,8 +485,35 @@ class IssueRun:
             self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
             return {"rows": len(df), "todo": int(todo_mask.sum())}
 
-        if len(todo):
-            outcomes.append(self.issuer.deliver(todo[df.columns], ctx, self.ledger))
+        sending = self.issuer.start_deliver(todo[df.columns], ctx, self.ledger) if len(todo) else None
+        batch = _Sending(plan, outcomes, reconciled_ids, unchanged, changed, reissue, sending, len(df))
+        # An issuer that overlaps batches (API calls) keeps this batch's requests going out while the
+        # previous batch is recorded and exported: the pipe to the vendor never drains at a boundary.
+        previous, self._sending = self._sending, None
+        if self.issuer.overlaps:
+            self._sending = batch
+            done = self._finish_batch(previous) if previous is not None else {"rows": 0}
+        else:
+            done = self._finish_batch(batch)
+        self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
+        return done
+
+    def finish_deliveries(self) -> dict[str, int]:
+        """Wait for the batch still being sent (overlapping issuers), record and export it."""
+        previous, self._sending = self._sending, None
+        if previous is None:
+            return {"rows": 0}
+        t0 = time.perf_counter()
+        done = self._finish_batch(previous)
+        self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
+        return done
+
+    def _finish_batch(self, batch: _Sending) -> dict[str, int]:
+        plan, outcomes, reconciled_ids = batch.plan, batch.outcomes, batch.reconciled_ids
+        unchanged, changed, reissue = batch.unchanged, batch.changed, batch.reissue
+        c = self.counts
+        if batch.sending is not None:
+            outcomes.append(batch.sending.result())
         result = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
         self._record(result[OUTCOME_COLUMNS])
         stop_reason = getattr(self.issuer, "stop_reason", None)
@@ -532,11 +560,25 @@ class IssueRun:
             self.db_export.write(rows_out)
         c.exported += len(rows_out)
         self._batch_done()
-        self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
-        return {"rows": len(df), "issued": len(ok), "failed": len(bad), "exported": len(rows_out)}
+        return {"rows": batch.rows, "issued": len(ok), "failed": len(bad), "exported": len(rows_out)}
+
+    def _stop_sending(self) -> None:
+        """On abort: send nothing more, and record what the batch in flight did (rows never sent are
+        recorded as failed, rows in doubt stay pending), so the rerun knows exactly what went out."""
+        batch, self._sending = self._sending, None
+        if batch is None:
+            return
+        self.issuer.halt()
+        try:
+            outcomes = batch.outcomes + ([batch.sending.result()] if batch.sending is not None else [])
+            if outcomes:
+                self._record(pd.concat(outcomes, ignore_index=True)[OUTCOME_COLUMNS])
+        except Exception as exc:  # noqa: BLE001 - never mask the original error; its rows stay pending
+            self.log.warning("the batch in flight was not recorded: %s: %s", type(exc).__name__, exc)
 
     # --- the end ------------------------------------------------------------------------------
     def commit(self) -> RunResult:
+        self.finish_deliveries()
         self._wait_for_ledger()  # before any export file appears: a failed write must leave none
         files: list[str] = []
         for exp in self.exports:
@@ -557,6 +599,7 @@ class IssueRun:
         """Remove partial exports; keep the ledger (it is what makes the rerun resume)."""
         for exp in self.exports:
             exp.abort()
+        self._stop_sending()
         try:
             self._wait_for_ledger()  # the batch being written lands (or fails) before the run ends
         except Exception as exc:  # noqa: BLE001 - never mask the original error
@@ -613,6 +656,20 @@ class IssueRun:
             Path(self.campaign.export.directory)
             / f"{self.campaign.name}-{kind}-{stamp}-{self.run_id[:8]}.csv"
         )
+
+
+@dataclass
+class _Sending:
+    """A planned batch whose vendor calls may still be running (see IssueRun.deliver_batch)."""
+
+    plan: pd.DataFrame
+    outcomes: list[pd.DataFrame]
+    reconciled_ids: set[str]
+    unchanged: pd.Series
+    changed: pd.Series
+    reissue: pd.Series
+    sending: Sending | None
+    rows: int
 
 
 @functools.lru_cache(maxsize=4096)  # mapped over every kept row: a run's rows share a few times
