@@ -41,7 +41,8 @@ from passflow.errors import RejectRateExceeded, VendorError
 from passflow.exports import AttributeExport, DbAttributeExport, write_report_csv
 from passflow.issuers import OUTCOME_COLUMNS, DeliveryContext, make_issuer
 from passflow.issuers.base import BASE_COLUMNS, Sending
-from passflow.ledger import Ledger
+from passflow.ledger import Ledger, lock_key
+from passflow.shards import Shard, check_shard, in_shard, shard_campaign
 from passflow.sources import MalformedRow, read_csv_chunks, read_sql_chunks
 from passflow.staging import (
     LedgerWriter,
@@ -153,7 +154,13 @@ class IssueRun:
         logger: Any = None,
         preview_rows: int = 5,
         flow_name: str = "issue-passes",
+        shard: Shard | None = None,
     ) -> None:
+        # One shard of a split run: its customers only, its share of the limit, its own lock.
+        self.shard = check_shard(shard) if shard is not None else None
+        if self.shard is not None:
+            campaign = shard_campaign(campaign, self.shard)
+        self._lock_key = lock_key(campaign.name, self.shard)
         self.campaign = campaign
         self.run_id = run_id or new_run_id()
         self.dry_run = dry_run
@@ -199,7 +206,7 @@ class IssueRun:
 
         if not dry_run:
             self.ledger = Ledger(campaign.ledger.url)
-            self.ledger.acquire_lock(campaign.name, self.run_id)
+            self.ledger.acquire_lock(campaign.name, self.run_id, self.shard)
             self._locked = True
             self.ledger.start_run(self.run_id, campaign.name, flow_name)
             self._start_pool_if_big()  # the workers start while the first chunk is read
@@ -243,6 +250,8 @@ class IssueRun:
         """Validate and prepare one source chunk; append good rows to the spool."""
         t0 = time.perf_counter()
         rejects = Rejects()
+        if self.shard is not None:
+            chunk = self._own_rows(chunk)
         for m in getattr(self, "_malformed", [])[:]:
             rejects.frames.append(
                 pd.DataFrame(
@@ -273,6 +282,15 @@ class IssueRun:
         release_memory()
         self.timings["stage_s"] = self.timings.get("stage_s", 0.0) + time.perf_counter() - t0
         return {"rows": n_read, "prepared": n, "rejected": n_rej}
+
+    def _own_rows(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        """This shard's rows of a source chunk; unreadable (ragged) rows are reported by shard 0 only."""
+        assert self.shard is not None
+        if self.shard[0] != 0:
+            getattr(self, "_malformed", []).clear()
+        if self.rules.customer_id not in chunk.columns:
+            return chunk  # the column check names the missing column
+        return chunk.loc[in_shard(chunk[self.rules.customer_id].fillna(""), self.shard)]
 
     def _stage_here(self, chunk: pd.DataFrame, rejects: Rejects) -> tuple[int, int]:
         good = validate_chunk(chunk, self.rules, self.seen, rejects)
@@ -339,6 +357,8 @@ class IssueRun:
         self.seen = SeenKeys()
         if hasattr(self.issuer, "pass_ids"):
             self.issuer.pass_ids = SeenKeys()
+        if self.shard is not None and self.shard[0] != 0:
+            getattr(self, "_malformed", []).clear()  # shard 0 reports them
         for m in getattr(self, "_malformed", []):  # ragged rows after the last chunk
             self._reject_frames.append(
                 pd.DataFrame(
@@ -424,7 +444,7 @@ class IssueRun:
     def _batch_done(self) -> None:
         assert self.ledger is not None
         if self._ledger_writer is None:  # else the writer refreshes the lock after each batch
-            self.ledger.heartbeat(self.campaign.name, self.run_id)
+            self.ledger.heartbeat(self._lock_key, self.run_id)
         release_memory()
 
     def _wait_for_ledger(self) -> None:
@@ -624,7 +644,7 @@ class IssueRun:
         self.issuer.close()
         if self.ledger is not None:
             if self._locked:
-                self.ledger.release_lock(self.campaign.name, self.run_id)
+                self.ledger.release_lock(self._lock_key, self.run_id)
                 self._locked = False
             self.ledger.close()
 
