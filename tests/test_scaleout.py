@@ -5,6 +5,7 @@ and nothing sent twice (sandbox counters = ledger = exports)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_issue_passmachine import ROOT, assert_exactly_once, make, read_export
 
 from passflow.config import load_campaign
 from passflow.engine import run_issue
@@ -24,6 +24,7 @@ from passflow.ledger import CampaignLocked, Ledger, lock_key
 from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
 from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN, max_in_window
 from passflow.shards import check_shard, in_shard, shard_campaign, shard_of
+from tests.test_issue_passmachine import ROOT, assert_exactly_once, make, read_export
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +133,16 @@ def test_two_workers_share_the_limit_and_a_killed_shard_completes_on_rerun(
     assert n > rows * 0.8  # everyone but the segment's deliberate rejects
     assert_exactly_once(sandbox, path, rows_out, n)
     assert sandbox.admin.stats(per_customer=False)["passes_created"] - before == n - before
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_sharded_flow_runs_every_shard_as_a_child_run(tmp_path: Path, sandbox: SandboxHandle) -> None:
+    from flows.issue_sharded import ShardedIssueRequest, issue_passes_sharded
+
+    path = make(tmp_path, sandbox, rows=120, chunk=50, rate=200)
+    out = asyncio.run(issue_passes_sharded(ShardedIssueRequest(campaign=str(path), shards=3, deployment=None)))
+    assert out["shards"] == {0: "COMPLETED", 1: "COMPLETED", 2: "COMPLETED"}
+    issued = out["ledger"]["issued"]
+    exports = [str(p) for p in (tmp_path / "exports").glob("*moengage*.csv")]
+    assert_exactly_once(sandbox, path, read_export(type("R", (), {"export_files": exports})()), issued)
