@@ -1,5 +1,5 @@
 """Benchmark: one Passmachine campaign split across Prefect workers on a process work pool, sharing
-one vendor limit (static split: each of N shards runs at limit/N), against the sandbox.
+one vendor limit (static split: each of N shards runs at limit/N less 1/s of headroom), against the sandbox.
 
 It starts a real Prefect server (temporary home), a ``process`` work pool, the
 ``issue-passes-shard`` deployment (from this checkout) and ``--workers`` worker processes, then:
@@ -145,6 +145,8 @@ async def scenario(args: argparse.Namespace, env: dict[str, str], out: Path, san
     from prefect.deployments import arun_deployment
 
     from flows.issue_sharded import ShardedIssueRequest, ShardRequest, issue_passes_sharded
+    from passflow.config import load_campaign
+    from passflow.shards import shard_campaign
 
     limit = args.limit
     # 1. the rate, through the parent flow and child deployment runs
@@ -152,12 +154,13 @@ async def scenario(args: argparse.Namespace, env: dict[str, str], out: Path, san
     t0 = time.perf_counter()
     result = await issue_passes_sharded(ShardedIssueRequest(campaign=str(path), shards=args.workers, deployment=DEPLOYMENT))
     wall = time.perf_counter() - t0
+    shard_share = shard_campaign(load_campaign(path), (0, args.workers)).limits.max_per_second
     stats = sandbox.admin.stats(per_customer=False)
     arrivals = sandbox.admin.arrivals()
     steady = steady_rate(arrivals)
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
     print(
-        f"rate: {args.workers} workers, {args.customers} customers, limit {limit:g}/s (each shard {limit / args.workers:g}/s): "
+        f"rate: {args.workers} workers, {args.customers} customers, limit {limit:g}/s (each shard {shard_share:g}/s): "
         f"sandbox ≤{stats['max_arrivals_1s']['all']} per 1 s window (accepted ≤{stats['max_arrivals_1s']['accepted']}, "
         f"{sum(c.get('429', 0) for c in stats['requests'].values())} × 429; limit {limit:g}); steady {steady:.1f}/s = "
         f"{steady / limit:.3f} of the limit; first→last arrival {len(arrivals) / span:.1f}/s = "

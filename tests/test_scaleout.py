@@ -55,7 +55,9 @@ def test_shard_assignment_is_stable_and_partitions() -> None:
 def test_static_split_of_the_limit(tmp_path: Path, sandbox: SandboxHandle) -> None:
     camp = load_campaign(make(tmp_path, sandbox, in_flight=9, rate=100))
     part = shard_campaign(camp, (1, 4))
-    assert part.limits.max_per_second == 25 and part.limits.max_in_flight == 2
+    assert part.limits.max_per_second == 24 and part.limits.max_in_flight == 2  # 1/s of headroom
+    low = load_campaign(make(tmp_path, sandbox, in_flight=9, rate=3))
+    assert shard_campaign(low, (0, 2)).limits.max_per_second == 1.5  # a small share keeps it all
     assert shard_campaign(camp, (0, 1)) is camp
 
 
@@ -117,7 +119,7 @@ def test_two_workers_share_the_limit_and_a_killed_shard_completes_on_rerun(
     arrivals = sandbox.admin.arrivals()
     # The vendor's limit held in every sliding second, and the two workers together reached it.
     assert stats["max_arrivals_1s"]["all"] <= limit
-    assert max_in_window(arrivals) >= 0.9 * limit
+    assert max_in_window(arrivals) >= 0.9 * limit  # shards run at 2 × 29/s = 0.97 of the limit
     before = stats["passes_created"]
 
     camp = load_campaign(path)
