@@ -394,18 +394,18 @@ class Ledger:
                 .values(finished_at=utcnow(), status=status, summary=json.dumps(summary, default=str))
             )
 
-    def acquire_lock(self, campaign: str, run_id: str) -> None:
-        """One active run per campaign. A lock left by a dead process (same host) or a stale one is taken over."""
+    def acquire_lock(self, campaign: str, run_id: str, shard: tuple[int, int] | None = None) -> None:
+        """One active run per campaign — or, for a sharded run (``shard=(index, count)``), per
+        (campaign, shard): shards of one split run side by side, while an unsharded run excludes every
+        shard and every shard excludes an unsharded run (and shards of a different split).
+        A lock left by a dead process (same host) or a stale one is taken over. Heartbeat and release
+        with the key :func:`lock_key` gives."""
         host, pid, now = socket.gethostname(), os.getpid(), utcnow()
+        key = lock_key(campaign, shard)
         with self.engine.begin() as conn:
-            row = (
-                conn.execute(
-                    sa.select(locks_table).where(locks_table.c.campaign == campaign).with_for_update()
-                )
-                .mappings()
-                .first()
-            )
-            if row is not None:
+            if self.dialect == "postgresql":  # serialise lockers of one campaign (different keys)
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:c))"), {"c": campaign})
+            for row in self._lock_conflicts(conn, campaign, key, shard):
                 heartbeat = row["heartbeat_at"]
                 if heartbeat.tzinfo is None:
                     heartbeat = heartbeat.replace(tzinfo=UTC)
@@ -415,19 +415,37 @@ class Ledger:
                 # only decides for holders on other hosts, whose process we cannot check.
                 holder_alive = _pid_alive(row["pid"]) if same_host else now - heartbeat < STALE_LOCK
                 if holder_alive and row["run_id"] != run_id:
+                    held = row["campaign"][len(campaign) :].lstrip("/") or "the whole campaign"
                     raise CampaignLocked(
-                        f"campaign {campaign!r} is already being run (run {row['run_id']}, host {row['host']}, "
-                        f"pid {row['pid']}); wait for it to finish, or remove the lock if that process is gone"
+                        f"campaign {campaign!r} is already being run ({held}: run {row['run_id']}, host "
+                        f"{row['host']}, pid {row['pid']}); wait for it to finish, or remove the lock if "
+                        "that process is gone"
                     )
-                conn.execute(locks_table.delete().where(locks_table.c.campaign == campaign))
+                conn.execute(locks_table.delete().where(locks_table.c.campaign == row["campaign"]))
             try:
                 conn.execute(
-                    locks_table.insert().values(
-                        campaign=campaign, run_id=run_id, host=host, pid=pid, heartbeat_at=now
-                    )
+                    locks_table.insert().values(campaign=key, run_id=run_id, host=host, pid=pid, heartbeat_at=now)
                 )
             except sa.exc.IntegrityError:
                 raise CampaignLocked(f"campaign {campaign!r} was locked by another run just now") from None
+            # SQLite: the insert waited for any other locker's commit; look again before committing.
+            if any(r["run_id"] != run_id for r in self._lock_conflicts(conn, campaign, key, shard)):
+                raise CampaignLocked(f"campaign {campaign!r} was locked by another run just now")
+
+    def _lock_conflicts(
+        self, conn: sa.Connection, campaign: str, key: str, shard: tuple[int, int] | None
+    ) -> list[sa.RowMapping]:
+        """Lock rows that exclude ``key``: the whole-campaign lock, every shard lock (unsharded
+        run), the same shard, and shards of a different count."""
+        t = locks_table.c
+        prefix = campaign.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/shard-"
+        shard_rows = t.campaign.like(prefix + "%", escape="\\")
+        cond = sa.or_(t.campaign == campaign, shard_rows)
+        rows = conn.execute(sa.select(locks_table).where(cond)).mappings().all()
+        if shard is None:
+            return list(rows)
+        suffix = f"-of-{shard[1]}"
+        return [r for r in rows if r["campaign"] in (campaign, key) or not r["campaign"].endswith(suffix)]
 
     def heartbeat(self, campaign: str, run_id: str) -> None:
         with self.engine.begin() as conn:
@@ -476,6 +494,11 @@ def _copy_upsert(conn: sa.Connection, payload: bytes) -> None:
         with cur.copy(copy_sql) as copy:
             copy.write(payload)
         cur.execute(upsert)
+
+
+def lock_key(campaign: str, shard: tuple[int, int] | None = None) -> str:
+    """The lock row of a run: the campaign, or ``campaign/shard-I-of-N`` for one shard of a split run."""
+    return campaign if shard is None else f"{campaign}/shard-{shard[0]}-of-{shard[1]}"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
