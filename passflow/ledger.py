@@ -152,6 +152,20 @@ def _text_or_none(values: pd.Series) -> np.ndarray:
     return np.where(empty, None, out) if empty.any() else out
 
 
+def create_tables(engine: Engine, md: sa.MetaData, tables: list[sa.Table] | None = None) -> None:
+    """``md.create_all`` that tolerates other processes creating the same tables at the same moment
+    (a scheduled run, an inbox import and a callback on one new SQLite file): look again."""
+    for attempt in range(5):
+        try:
+            md.create_all(engine, tables=tables)
+            return
+        except sa.exc.OperationalError as exc:
+            text = str(exc.orig or exc)
+            if attempt == 4 or not ("already exists" in text or "locked" in text):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 class CampaignLocked(PassflowError):
     """Another run of the same campaign is active."""
 
@@ -173,28 +187,20 @@ class Ledger:
         self.engine: Engine = sa.create_engine(url, **kwargs)
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_bulk_pragmas if bulk_writer else _sqlite_pragmas)
-        for attempt in range(5):
-            try:
-                metadata.create_all(self.engine)
-                break
-            except sa.exc.SQLAlchemyError as exc:
-                cause = exc.orig or exc
-                detail = (str(cause).strip().splitlines() or [""])[0][:200]
-                # Processes opening a new SQLite ledger at once (a scheduled run and an inbox import)
-                # race on creating it ("table already exists", "database is locked"): look again.
-                racing = self.dialect == "sqlite" and ("already exists" in detail or "locked" in detail)
-                if racing and attempt < 4:
-                    time.sleep(0.2 * (attempt + 1))
-                    continue
-                # A configuration problem (exit 2, names the key), with the driver's reason: "refused",
-                # "does not exist"… — never the password.
-                if parsed.password:
-                    detail = detail.replace(str(parsed.password), "***")
-                raise ConfigError(
-                    f"cannot open the ledger at {self.safe_url}: {type(cause).__name__}: {detail} "
-                    f"(check the URL and that the database is running; {LEDGER_URL_ENV} overrides it)",
-                    key="ledger.url",
-                ) from None
+        try:
+            create_tables(self.engine, metadata)
+        except sa.exc.SQLAlchemyError as exc:
+            cause = exc.orig or exc
+            detail = (str(cause).strip().splitlines() or [""])[0][:200]
+            # A configuration problem (exit 2, names the key), with the driver's reason: "refused",
+            # "does not exist"… — never the password.
+            if parsed.password:
+                detail = detail.replace(str(parsed.password), "***")
+            raise ConfigError(
+                f"cannot open the ledger at {self.safe_url}: {type(cause).__name__}: {detail} "
+                f"(check the URL and that the database is running; {LEDGER_URL_ENV} overrides it)",
+                key="ledger.url",
+            ) from None
 
     def close(self) -> None:
         self.engine.dispose()
