@@ -275,6 +275,7 @@ def history(
     if rows.empty:
         console.print(f"no updates recorded for {customer_id}", markup=False)
         return
+    rows = rows.astype(object).where(rows.notna(), "")  # no "nan" for an attempt without an error/event
     # One block per attempt, not a table: requests are long JSON and must stay copyable.
     console.print(f"{len(rows)} update attempt(s) for {customer_id}, oldest first", markup=False)
     for r in rows.itertuples():
