@@ -226,7 +226,7 @@ class UpdateRun:
         self.error_codes.update(rows.loc[rows["status"] == "failed", "error_code"].dropna())
         if self._sender is not None and self._sender.stop_reason:
             # Recorded first, so the history says what was sent; then stop loudly (the run fails).
-            raise VendorError(f"update run stopped: {self._sender.stop_reason}")
+            raise VendorError(f"update run {self._sender.stop_reason}")
         return {k: int(v) for k, v in status.items()}
 
     # --- the end ------------------------------------------------------------------------------
