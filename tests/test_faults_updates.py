@@ -10,12 +10,12 @@ Refused credentials and the failure threshold stop an update run: tested at the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+import test_faults
 from test_faults import Fault, lock_if
 from test_issue_passmachine import make as make_pm_campaign
 from test_update_skycore import campaign_text as skycore_campaign_text
@@ -25,8 +25,8 @@ from passflow.demo import write_segment_csv
 from passflow.engine import run_issue
 from passflow.errors import PassflowError, VendorError
 from passflow.ledger import Ledger
-from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
-from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN, DEMO_SKYCORE_API_KEY
+from passflow.sandbox.runner import SandboxHandle
+from passflow.sandbox.state import DEMO_SECRET_TOKEN, DEMO_SKYCORE_API_KEY
 from passflow.updates import UpdateRequest, run_update
 from passflow.updates.store import UpdateStore
 
@@ -42,17 +42,13 @@ app_uninstalled = "void"
 """
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxHandle]:
-    with start_sandbox_thread() as handle:
-        yield handle
+# The create matrix's fixtures: one sandbox per module; fresh state and Passmachine tokens per test.
+sandbox = test_faults.sandbox
+_fresh = test_faults._fresh
 
 
 @pytest.fixture(autouse=True)
-def _fresh(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:
-    sandbox.admin.reset()
-    monkeypatch.setenv("PF_PM_PUBLIC", DEMO_PUBLIC_TOKEN)
-    monkeypatch.setenv("PF_PM_SECRET", DEMO_SECRET_TOKEN)
+def _sky_key(_fresh: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PF_SKY_KEY", DEMO_SKYCORE_API_KEY)
 
 
