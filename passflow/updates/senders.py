@@ -70,8 +70,8 @@ class Sender(ABC):
                 why = "not sent: " + self.stop.reason.split(":")[0]
                 return SendResult(False, NOT_SENT, why, 0, retryable=True)
             result, refused = await self._one(pass_id, body)
+            self.stop.record(result.ok, refused=refused)  # before the next call may start
         self.calls += result.attempts
-        self.stop.record(result.ok, refused=refused)
         self._proven = self._proven or result.ok
         # Refused credentials say nothing about the pass: a later run with the right ones retries it.
         return dataclasses.replace(result, retryable=True) if refused else result
