@@ -26,7 +26,7 @@ from passflow.errors import PassflowError
 from passflow.report import failure_markdown, funnel_markdown, report_progress, summary_markdown, summary_rows
 from passflow.secrets import redact
 from passflow.shutdown import graceful_stop
-from tasks.issue_tasks import deliver_batch, end_staging, stage_chunk
+from tasks.issue_tasks import deliver_batch, end_staging, finish_deliveries, stage_chunk
 
 
 class IssueRequest(BaseModel):
@@ -155,6 +155,7 @@ def issue_passes(request: IssueRequest) -> dict[str, Any] | State:
                     description=f"{campaign.name}: {i + 1} of {total} batches delivered "
                     f"({run.counts.read} rows read, {run.counts.rejected} rejected)",
                 )
+            finish_deliveries(run)  # the last batch is still being sent (batches overlap)
             result = run.commit()
     except BaseException as exc:
         run.abort(exc)

@@ -48,6 +48,9 @@ class SourceSettings(_Model):
     query: str | None = None
     encoding: str = "auto"
     delimiter: Literal["auto", ",", ";", "\t", "|"] = "auto"
+    # 50k rows: per-chunk overhead (2 Prefect task runs + the engine's spool/ledger/export fixed cost)
+    # is ~12-14 % of a link run there and halves per doubling, while peak RSS grows with the chunk
+    # (bench/bench_overhead.py, bench/README.md). API campaigns set ~1k: a row costs 1/rate there.
     chunk_size: int = Field(50_000, ge=1, le=1_000_000)
 
     @model_validator(mode="after")

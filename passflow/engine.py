@@ -48,8 +48,9 @@ from passflow.exports import (
     write_report_csv,
 )
 from passflow.issuers import OUTCOME_COLUMNS, DeliveryContext, make_issuer
-from passflow.issuers.base import BASE_COLUMNS
-from passflow.ledger import Ledger
+from passflow.issuers.base import BASE_COLUMNS, Sending
+from passflow.ledger import Ledger, lock_key
+from passflow.shards import Shard, check_shard, in_shard, shard_campaign
 from passflow.shutdown import check_stop, crash_point, graceful_stop
 from passflow.sources import MalformedRow, read_csv_chunks, read_sql_chunks
 from passflow.staging import (
@@ -162,7 +163,13 @@ class IssueRun:
         logger: Any = None,
         preview_rows: int = 5,
         flow_name: str = "issue-passes",
+        shard: Shard | None = None,
     ) -> None:
+        # One shard of a split run: its customers only, its share of the limit, its own lock.
+        self.shard = check_shard(shard) if shard is not None else None
+        if self.shard is not None:
+            campaign = shard_campaign(campaign, self.shard)
+        self._lock_key = lock_key(campaign.name, self.shard)
         self.campaign = campaign
         self.run_id = run_id or new_run_id()
         self.dry_run = dry_run
@@ -204,10 +211,11 @@ class IssueRun:
         self._pooling = False  # chunks go to the pool (from then on, all of them: order matters)
         self._pool_failed = False  # the workers could not start: stage here
         self._ledger_writer: LedgerWriter | None = None
+        self._sending: _Sending | None = None  # a batch whose requests are still going out
 
         if not dry_run:
             self.ledger = Ledger(campaign.ledger.url)
-            self.ledger.acquire_lock(campaign.name, self.run_id)
+            self.ledger.acquire_lock(campaign.name, self.run_id, self.shard)
             self._locked = True
             self.ledger.start_run(self.run_id, campaign.name, flow_name)
             self._start_pool_if_big()  # the workers start while the first chunk is read
@@ -253,6 +261,8 @@ class IssueRun:
         check_stop("while reading the segment (nothing was sent)")
         t0 = time.perf_counter()
         rejects = Rejects()
+        if self.shard is not None:
+            chunk = self._own_rows(chunk)
         for m in getattr(self, "_malformed", [])[:]:
             rejects.frames.append(
                 pd.DataFrame(
@@ -283,6 +293,15 @@ class IssueRun:
         release_memory()
         self.timings["stage_s"] = self.timings.get("stage_s", 0.0) + time.perf_counter() - t0
         return {"rows": n_read, "prepared": n, "rejected": n_rej}
+
+    def _own_rows(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        """This shard's rows of a source chunk; unreadable (ragged) rows are reported by shard 0 only."""
+        assert self.shard is not None
+        if self.shard[0] != 0:
+            getattr(self, "_malformed", []).clear()
+        if self.rules.customer_id not in chunk.columns:
+            return chunk  # the column check names the missing column
+        return chunk.loc[in_shard(chunk[self.rules.customer_id].fillna(""), self.shard)]
 
     def _stage_here(self, chunk: pd.DataFrame, rejects: Rejects) -> tuple[int, int]:
         good = validate_chunk(chunk, self.rules, self.seen, rejects)
@@ -349,6 +368,8 @@ class IssueRun:
         self.seen = SeenKeys()
         if hasattr(self.issuer, "pass_ids"):
             self.issuer.pass_ids = SeenKeys()
+        if self.shard is not None and self.shard[0] != 0:
+            getattr(self, "_malformed", []).clear()  # shard 0 reports them
         for m in getattr(self, "_malformed", []):  # ragged rows after the last chunk
             self._reject_frames.append(
                 pd.DataFrame(
@@ -441,7 +462,7 @@ class IssueRun:
     def _batch_done(self) -> None:
         assert self.ledger is not None
         if self._ledger_writer is None:  # else the writer refreshes the lock after each batch
-            self.ledger.heartbeat(self.campaign.name, self.run_id)
+            self.ledger.heartbeat(self._lock_key, self.run_id)
         release_memory()
 
     def _wait_for_ledger(self) -> None:
@@ -458,7 +479,9 @@ class IssueRun:
         t0 = time.perf_counter()
         assert self._spool_reader is not None
         df = self._spool_reader.get_batch(index).to_pandas()
-        ctx = DeliveryContext(run_id=self.run_id, campaign=self.campaign.name, now=self.now, log=self.log)
+        ctx = DeliveryContext(
+            run_id=self.run_id, campaign=self.campaign.name, now=self.now, log=self.log, lock_key=self._lock_key
+        )
         prev = (
             self.ledger.lookup(self.campaign.name, df["customer_id"])
             if self.ledger is not None and self._ledger_had_rows
@@ -503,8 +526,35 @@ class IssueRun:
             self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
             return {"rows": len(df), "todo": int(todo_mask.sum())}
 
-        if len(todo):
-            outcomes.append(self.issuer.deliver(todo[df.columns], ctx, self.ledger))
+        sending = self.issuer.start_deliver(todo[df.columns], ctx, self.ledger) if len(todo) else None
+        batch = _Sending(plan, outcomes, reconciled_ids, unchanged, changed, reissue, sending, len(df))
+        # An issuer that overlaps batches (API calls) keeps this batch's requests going out while the
+        # previous batch is recorded and exported: the pipe to the vendor never drains at a boundary.
+        previous, self._sending = self._sending, None
+        if self.issuer.overlaps:
+            self._sending = batch
+            done = self._finish_batch(previous) if previous is not None else {"rows": 0}
+        else:
+            done = self._finish_batch(batch)
+        self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
+        return done
+
+    def finish_deliveries(self) -> dict[str, int]:
+        """Wait for the batch still being sent (overlapping issuers), record and export it."""
+        previous, self._sending = self._sending, None
+        if previous is None:
+            return {"rows": 0}
+        t0 = time.perf_counter()
+        done = self._finish_batch(previous)
+        self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
+        return done
+
+    def _finish_batch(self, batch: _Sending) -> dict[str, int]:
+        plan, outcomes, reconciled_ids = batch.plan, batch.outcomes, batch.reconciled_ids
+        unchanged, changed, reissue = batch.unchanged, batch.changed, batch.reissue
+        c = self.counts
+        if batch.sending is not None:
+            outcomes.append(batch.sending.result())
         result = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
         self._record(result[OUTCOME_COLUMNS])
         stop_reason = getattr(self.issuer, "stop_reason", None)
@@ -554,8 +604,21 @@ class IssueRun:
             self.db_export.write(rows_out)
         c.exported += len(rows_out)
         self._batch_done()
-        self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
-        return {"rows": len(df), "issued": len(ok), "failed": len(bad), "exported": len(rows_out)}
+        return {"rows": batch.rows, "issued": len(ok), "failed": len(bad), "exported": len(rows_out)}
+
+    def _stop_sending(self) -> None:
+        """On abort: send nothing more, and record what the batch in flight did (rows never sent are
+        recorded as failed, rows in doubt stay pending), so the rerun knows exactly what went out."""
+        batch, self._sending = self._sending, None
+        if batch is None:
+            return
+        self.issuer.halt()
+        try:
+            outcomes = batch.outcomes + ([batch.sending.result()] if batch.sending is not None else [])
+            if outcomes:
+                self._record(pd.concat(outcomes, ignore_index=True)[OUTCOME_COLUMNS])
+        except Exception as exc:  # noqa: BLE001 - never mask the original error; its rows stay pending
+            self.log.warning("the batch in flight was not recorded: %s: %s", type(exc).__name__, exc)
 
     # Campaigns with vendor callbacks export each customer's install status too (passflow.callbacks).
     def _install_status_columns(self) -> list[str]:
@@ -571,6 +634,7 @@ class IssueRun:
 
     # --- the end ------------------------------------------------------------------------------
     def commit(self) -> RunResult:
+        self.finish_deliveries()
         self._wait_for_ledger()  # before any export file appears: a failed write must leave none
         files: list[str] = []
         for exp in self.exports:
@@ -592,6 +656,7 @@ class IssueRun:
         """Remove partial exports; keep the ledger (it is what makes the rerun resume)."""
         for exp in self.exports:
             exp.abort()
+        self._stop_sending()
         try:
             self._wait_for_ledger()  # the batch being written lands (or fails) before the run ends
         except Exception as exc:  # noqa: BLE001 - never mask the original error
@@ -616,7 +681,7 @@ class IssueRun:
         self.issuer.close()
         if self.ledger is not None:
             if self._locked:
-                self.ledger.release_lock(self.campaign.name, self.run_id)
+                self.ledger.release_lock(self._lock_key, self.run_id)
                 self._locked = False
             self.ledger.close()
 
@@ -648,6 +713,20 @@ class IssueRun:
             Path(self.campaign.export.directory)
             / f"{export_file_prefix(self.campaign.name)}-{kind}-{stamp}-{self.run_id[:8]}.csv"
         )
+
+
+@dataclass
+class _Sending:
+    """A planned batch whose vendor calls may still be running (see IssueRun.deliver_batch)."""
+
+    plan: pd.DataFrame
+    outcomes: list[pd.DataFrame]
+    reconciled_ids: set[str]
+    unchanged: pd.Series
+    changed: pd.Series
+    reissue: pd.Series
+    sending: Sending | None
+    rows: int
 
 
 @functools.lru_cache(maxsize=4096)  # mapped over every kept row: a run's rows share a few times

@@ -38,7 +38,7 @@ import sqlalchemy as sa
 
 from passflow.config import Campaign, load_campaign
 from passflow.errors import ConfigError, PassflowError
-from passflow.ledger import Ledger
+from passflow.ledger import Ledger, create_tables
 from passflow.report import summary_markdown
 from passflow.secrets import redact
 
@@ -225,7 +225,7 @@ class Inbox:
 
 def _open_registry(campaign: Campaign) -> Ledger:
     ledger = Ledger(campaign.ledger.url)
-    inbox_metadata.create_all(ledger.engine)
+    create_tables(ledger.engine, inbox_metadata)
     return ledger
 
 

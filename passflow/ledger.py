@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
@@ -121,11 +123,47 @@ def _record_sql(dialect: str, rows: int) -> str:
     )
 
 
+# PostgreSQL: a batch of at least this many rows is COPYed into a temporary table and upserted from
+# there in one statement: ~5x less time than executemany's row-by-row upserts. Smaller batches are
+# not worth the extra round trips.
+PG_COPY_MIN_ROWS = 1_000
+_COPY = "COPY"  # record_statements' marker for the COPY path (the parameters are the rows)
+_STAGE_TABLE = "passflow_ledger_in"
+
+
+@functools.cache
+def _copy_upsert_sql() -> tuple[str, str, str]:
+    """(create the session's staging table, COPY into it, upsert from it)."""
+    cols = ", ".join(_RECORD_COLUMNS)
+    update = _record_sql("postgresql", 1).split(" DO UPDATE SET ", 1)[1]
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE_TABLE} "
+        f"(LIKE {ledger_table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+        f"COPY {_STAGE_TABLE} ({cols}) FROM STDIN (FORMAT csv)",
+        f"INSERT INTO {ledger_table.name} ({cols}) SELECT {cols} FROM {_STAGE_TABLE} "
+        f"ON CONFLICT (campaign, customer_id) DO UPDATE SET {update}",
+    )
+
+
 def _text_or_none(values: pd.Series) -> np.ndarray:
     """Object array of the values, with missing values and "" as None (SQL NULL)."""
     out = values.to_numpy(dtype=object, na_value=None)
     empty = out == ""
     return np.where(empty, None, out) if empty.any() else out
+
+
+def create_tables(engine: Engine, md: sa.MetaData, tables: list[sa.Table] | None = None) -> None:
+    """``md.create_all`` that tolerates other processes creating the same tables at the same moment
+    (a scheduled run, an inbox import and a callback on one new SQLite file): look again."""
+    for attempt in range(5):
+        try:
+            md.create_all(engine, tables=tables)
+            return
+        except sa.exc.OperationalError as exc:
+            text = str(exc.orig or exc)
+            if attempt == 4 or not ("already exists" in text or "locked" in text):
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 class CampaignLocked(PassflowError):
@@ -149,28 +187,20 @@ class Ledger:
         self.engine: Engine = sa.create_engine(url, **kwargs)
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_bulk_pragmas if bulk_writer else _sqlite_pragmas)
-        for attempt in range(5):
-            try:
-                metadata.create_all(self.engine)
-                break
-            except sa.exc.SQLAlchemyError as exc:
-                cause = exc.orig or exc
-                detail = (str(cause).strip().splitlines() or [""])[0][:200]
-                # Processes opening a new SQLite ledger at once (a scheduled run and an inbox import)
-                # race on creating it ("table already exists", "database is locked"): look again.
-                racing = self.dialect == "sqlite" and ("already exists" in detail or "locked" in detail)
-                if racing and attempt < 4:
-                    time.sleep(0.2 * (attempt + 1))
-                    continue
-                # A configuration problem (exit 2, names the key), with the driver's reason: "refused",
-                # "does not exist"… — never the password.
-                if parsed.password:
-                    detail = detail.replace(str(parsed.password), "***")
-                raise ConfigError(
-                    f"cannot open the ledger at {self.safe_url}: {type(cause).__name__}: {detail} "
-                    f"(check the URL and that the database is running; {LEDGER_URL_ENV} overrides it)",
-                    key="ledger.url",
-                ) from None
+        try:
+            create_tables(self.engine, metadata)
+        except sa.exc.SQLAlchemyError as exc:
+            cause = exc.orig or exc
+            detail = (str(cause).strip().splitlines() or [""])[0][:200]
+            # A configuration problem (exit 2, names the key), with the driver's reason: "refused",
+            # "does not exist"… — never the password.
+            if parsed.password:
+                detail = detail.replace(str(parsed.password), "***")
+            raise ConfigError(
+                f"cannot open the ledger at {self.safe_url}: {type(cause).__name__}: {detail} "
+                f"(check the URL and that the database is running; {LEDGER_URL_ENV} overrides it)",
+                key="ledger.url",
+            ) from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -270,9 +300,10 @@ class Ledger:
 
     def record_statements(
         self, campaign: str, provider: str, rows: pd.DataFrame, run_id: str
-    ) -> list[tuple[str, list[tuple[Any, ...]]]]:
-        """What :meth:`record` executes: (SQL, parameter tuples) pairs for :meth:`write`. (A bulk
-        writer builds the next batch's while another one is written.)"""
+    ) -> list[tuple[str, Any]]:
+        """What :meth:`record` executes: (SQL, parameter tuples) pairs for :meth:`write`, or on
+        PostgreSQL one COPY payload. (A bulk writer builds the next batch's while another one is
+        written.)"""
         if rows.empty:
             return []
         now = self._db_time(utcnow())
@@ -295,6 +326,10 @@ class Ledger:
             "updated_at": now,
             "issued_at": issued_at,
         }
+        if self.dialect == "postgresql" and n >= PG_COPY_MIN_ROWS:
+            as_text = [self._db_time(u).isoformat() for u in uniques] + [None]
+            values["issued_at"] = np.array(as_text, dtype=object)[codes]
+            return [(_COPY, _copy_payload(rows, values))]
         table = np.empty((n, len(_RECORD_COLUMNS)), dtype=object)
         for i, name in enumerate(_RECORD_COLUMNS):
             table[:, i] = values[name]
@@ -311,13 +346,16 @@ class Ledger:
             )
         return statements
 
-    def write(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+    def write(self, statements: list[tuple[str, Any]]) -> None:
         """Execute :meth:`record_statements` in one transaction."""
         if not statements:
             return
         with self.engine.begin() as conn:
             for sql, params in statements:
-                conn.exec_driver_sql(sql, params)
+                if sql == _COPY:
+                    _copy_upsert(conn, params)
+                else:
+                    conn.exec_driver_sql(sql, params)
 
     def _db_time(self, value: Any) -> Any:
         """Timestamps as the driver wants them; for SQLite, the text format SQLAlchemy reads back."""
@@ -362,18 +400,18 @@ class Ledger:
                 .values(finished_at=utcnow(), status=status, summary=json.dumps(summary, default=str))
             )
 
-    def acquire_lock(self, campaign: str, run_id: str) -> None:
-        """One active run per campaign. A lock left by a dead process (same host) or a stale one is taken over."""
+    def acquire_lock(self, campaign: str, run_id: str, shard: tuple[int, int] | None = None) -> None:
+        """One active run per campaign — or, for a sharded run (``shard=(index, count)``), per
+        (campaign, shard): shards of one split run side by side, while an unsharded run excludes every
+        shard and every shard excludes an unsharded run (and shards of a different split).
+        A lock left by a dead process (same host) or a stale one is taken over. Heartbeat and release
+        with the key :func:`lock_key` gives."""
         host, pid, now = socket.gethostname(), os.getpid(), utcnow()
+        key = lock_key(campaign, shard)
         with self.engine.begin() as conn:
-            row = (
-                conn.execute(
-                    sa.select(locks_table).where(locks_table.c.campaign == campaign).with_for_update()
-                )
-                .mappings()
-                .first()
-            )
-            if row is not None:
+            if self.dialect == "postgresql":  # serialise lockers of one campaign (different keys)
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:c))"), {"c": campaign})
+            for row in self._lock_conflicts(conn, campaign, key, shard):
                 heartbeat = row["heartbeat_at"]
                 if heartbeat.tzinfo is None:
                     heartbeat = heartbeat.replace(tzinfo=UTC)
@@ -383,19 +421,37 @@ class Ledger:
                 # only decides for holders on other hosts, whose process we cannot check.
                 holder_alive = _pid_alive(row["pid"]) if same_host else now - heartbeat < STALE_LOCK
                 if holder_alive and row["run_id"] != run_id:
+                    held = row["campaign"][len(campaign) :].lstrip("/") or "the whole campaign"
                     raise CampaignLocked(
-                        f"campaign {campaign!r} is already being run (run {row['run_id']}, host {row['host']}, "
-                        f"pid {row['pid']}); wait for it to finish, or remove the lock if that process is gone"
+                        f"campaign {campaign!r} is already being run ({held}: run {row['run_id']}, host "
+                        f"{row['host']}, pid {row['pid']}); wait for it to finish, or remove the lock if "
+                        "that process is gone"
                     )
-                conn.execute(locks_table.delete().where(locks_table.c.campaign == campaign))
+                conn.execute(locks_table.delete().where(locks_table.c.campaign == row["campaign"]))
             try:
                 conn.execute(
-                    locks_table.insert().values(
-                        campaign=campaign, run_id=run_id, host=host, pid=pid, heartbeat_at=now
-                    )
+                    locks_table.insert().values(campaign=key, run_id=run_id, host=host, pid=pid, heartbeat_at=now)
                 )
             except sa.exc.IntegrityError:
                 raise CampaignLocked(f"campaign {campaign!r} was locked by another run just now") from None
+            # SQLite: the insert waited for any other locker's commit; look again before committing.
+            if any(r["run_id"] != run_id for r in self._lock_conflicts(conn, campaign, key, shard)):
+                raise CampaignLocked(f"campaign {campaign!r} was locked by another run just now")
+
+    def _lock_conflicts(
+        self, conn: sa.Connection, campaign: str, key: str, shard: tuple[int, int] | None
+    ) -> list[sa.RowMapping]:
+        """Lock rows that exclude ``key``: the whole-campaign lock, every shard lock (unsharded
+        run), the same shard, and shards of a different count."""
+        t = locks_table.c
+        prefix = campaign.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/shard-"
+        shard_rows = t.campaign.like(prefix + "%", escape="\\")
+        cond = sa.or_(t.campaign == campaign, shard_rows)
+        rows = conn.execute(sa.select(locks_table).where(cond)).mappings().all()
+        if shard is None:
+            return list(rows)
+        suffix = f"-of-{shard[1]}"
+        return [r for r in rows if r["campaign"] in (campaign, key) or not r["campaign"].endswith(suffix)]
 
     def heartbeat(self, campaign: str, run_id: str) -> None:
         with self.engine.begin() as conn:
@@ -410,6 +466,45 @@ class Ledger:
             conn.execute(
                 locks_table.delete().where(locks_table.c.campaign == campaign, locks_table.c.run_id == run_id)
             )
+
+
+def _copy_payload(rows: pd.DataFrame, values: dict[str, Any]) -> bytes:
+    """The rows (``values``: arrays of text, or one value for all) as COPY's CSV (nulls unquoted-empty, strings quoted), written by Arrow in C++: a
+    per-row ``write_row`` costs as much as the upsert itself. One upsert statement may touch a key
+    once: the last row of a customer wins, as it does with one statement per row."""
+    keep = ~rows["customer_id"].duplicated(keep="last").to_numpy()
+    n = int(keep.sum())
+    columns = []
+    for name in _RECORD_COLUMNS:
+        value = values[name]
+        if isinstance(value, np.ndarray):
+            columns.append(pa.array(value[keep], type=pa.string(), from_pandas=True))
+        else:
+            text = value.isoformat() if isinstance(value, datetime) else str(value)
+            columns.append(pa.array(np.full(n, text, dtype=object), type=pa.string()))
+    buf = pa.BufferOutputStream()
+    pacsv.write_csv(
+        pa.Table.from_arrays(columns, names=_RECORD_COLUMNS),
+        buf,
+        write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"),
+    )
+    return buf.getvalue().to_pybytes()
+
+
+def _copy_upsert(conn: sa.Connection, payload: bytes) -> None:
+    """Upsert a :func:`_copy_payload` on PostgreSQL via COPY, inside ``conn``'s transaction: the
+    staging table empties itself at commit, and a failure rolls back both."""
+    create, copy_sql, upsert = _copy_upsert_sql()
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.execute(create)
+        with cur.copy(copy_sql) as copy:
+            copy.write(payload)
+        cur.execute(upsert)
+
+
+def lock_key(campaign: str, shard: tuple[int, int] | None = None) -> str:
+    """The lock row of a run: the campaign, or ``campaign/shard-I-of-N`` for one shard of a split run."""
+    return campaign if shard is None else f"{campaign}/shard-{shard[0]}-of-{shard[1]}"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -30,3 +30,9 @@ def end_staging(run: IssueRun) -> None:
 def deliver_batch(run: IssueRun, index: int) -> dict[str, int]:
     """Plan one batch against the ledger, issue what is needed, record it and append it to the exports."""
     return run.deliver_batch(index)
+
+
+@task(name="finish-deliveries", cache_policy=NO_CACHE, persist_result=False)
+def finish_deliveries(run: IssueRun) -> dict[str, int]:
+    """Record and export the last batch (an API run sends each batch while it records the previous one)."""
+    return run.finish_deliveries()

@@ -76,8 +76,7 @@ def test_one_active_run_per_campaign(db_url: str) -> None:
 def test_lock_of_a_dead_process_is_taken_over(db_url: str) -> None:
     led = Ledger(db_url)
     code = (
-        "import sys; from passflow.ledger import Ledger; "
-        "Ledger(sys.argv[1]).acquire_lock('c', 'crashed-run')"
+        "import sys; from passflow.ledger import Ledger; Ledger(sys.argv[1]).acquire_lock('c', 'crashed-run')"
     )
     subprocess.run([sys.executable, "-c", code, db_url], check=True, env=os.environ.copy())
     led.acquire_lock("c", "next-run")  # the holder's pid is gone: not a live run
@@ -90,3 +89,28 @@ def test_unreachable_database_is_a_clear_error() -> None:
     with pytest.raises(PassflowError, match="cannot open the ledger") as exc:
         Ledger("postgresql+psycopg://user:pw-s3cret@127.0.0.1:1/nodb")
     assert "pw-s3cret" not in str(exc.value)
+
+
+def test_big_batches_upsert_like_small_ones(db_url: str) -> None:
+    # On PostgreSQL a batch of PG_COPY_MIN_ROWS or more goes through COPY + one upsert: same result.
+    from passflow.ledger import PG_COPY_MIN_ROWS
+
+    led = Ledger(db_url)
+    ids = [f"id{i:05d}" for i in range(PG_COPY_MIN_ROWS + 500)]
+    first = outcome(ids)
+    first.loc[len(ids) - 2, "last_error"] = "timeout"  # rows the second batch leaves alone
+    first.loc[len(ids) - 3, "pass_link"] = ""  # stored as NULL, like the row-by-row path
+    led.record("big", "skycore", first, "r1")
+    again = outcome(ids[:PG_COPY_MIN_ROWS] + ["id00001"], fp="g")  # a customer twice: the last row wins
+    again.loc[len(again) - 1, "status"] = "failed"
+    led.record("big", "skycore", again, "r2")
+    led.record("big", "skycore", outcome(ids[:1], fp="h"), "r3")  # small batch after a big one
+    got = led.rows("big").set_index("customer_id")
+    assert len(got) == len(ids)
+    assert got.loc["id00000", "fingerprint"] == "h" and got.loc["id00000", "run_id"] == "r3"
+    assert got.loc["id00001", "status"] == "failed" and got.loc["id00002", "fingerprint"] == "g"
+    assert got.loc[ids[-1], "fingerprint"] == "f" and got.loc[ids[-1], "run_id"] == "r1"
+    assert got.loc[ids[-2], "last_error"] == "timeout" and pd.isna(got.loc[ids[-3], "pass_link"])
+    assert (got["attempts"] == 1).all() and got["issued_at"].notna().all()
+    assert led.lookup("big", ids)["issued_at"].dt.year.eq(2026).all()
+    led.close()

@@ -413,3 +413,107 @@ def test_memory_does_not_grow_with_file_size(tmp_path: Path) -> None:
     # into one chunk makes the large peak ~8x the small one).
     assert peak_large < peak_small * 2, (peak_small, peak_large)
     assert peak_large < large.stat().st_size / 2, (peak_large, large.stat().st_size)
+
+
+# --- the plain fast path (Arrow's parser for blocks of one-record-per-line text) -----------------
+
+
+def _plain_lines(start: int, count: int, eol: str = "\n") -> str:
+    return "".join(f"C{i:07d},user{i}@example.com,Zoë Ann,gold{eol}" for i in range(start, start + count))
+
+
+def _both_ways(path: Path, monkeypatch: pytest.MonkeyPatch, chunk_size: int):
+    """(chunks, malformed) read with the fast path, then with the csv module only."""
+    from passflow.sources import csv_source
+
+    results = []
+    for fast in (True, False):
+        with monkeypatch.context() as m:
+            if not fast:
+                m.setattr(csv_source, "_plain_prefix_start", lambda *a: None)
+            bad: list[MalformedRow] = []
+            chunks = list(read_csv_chunks(path, chunk_size=chunk_size, malformed=bad))
+            results.append((chunks, bad))
+    return results
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_plain_prefix_then_edge_cases_matches_the_csv_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eol: str
+) -> None:
+    # ~250 kB of plain lines (several fast blocks), then what the fast path must hand over: a blank
+    # line, a whitespace-only record, a quoted field with a newline, a ragged row, trailing delimiters.
+    text = (
+        "customer_id,email,first_name,tier" + eol
+        + _plain_lines(0, 6000, eol)
+        + " , ,\t, " + eol
+        + eol
+        + '"C9000001","a@example.com","two' + eol + 'lines",gold' + eol
+        + "C9000002,b@example.com,Bo,gold,EXTRA" + eol
+        + "C9000003,c@example.com,Cy,gold,," + eol
+        + _plain_lines(7000, 3000, eol)
+    )  # fmt: skip
+    path = write(tmp_path, text)
+    (fast, fast_bad), (slow, slow_bad) = _both_ways(path, monkeypatch, chunk_size=4000)
+    assert all(len(c) <= 4000 for c in fast)
+    fast_all = pd.concat(fast, ignore_index=True)
+    slow_all = pd.concat(slow, ignore_index=True)
+    pd.testing.assert_frame_equal(fast_all, slow_all)
+    assert fast_bad == slow_bad and [m.row for m in fast_bad] == [6005]
+    assert len(fast_all) == 9002
+    assert fast_all["__row__"].iloc[-1] == 1 + 6000 + 5 + 3000  # header, rows, 5 records of edge cases
+    assert fast_all.loc[fast_all["customer_id"] == "C9000001", "first_name"].item() == "two" + eol + "lines"
+
+
+def test_plain_file_is_read_by_the_fast_path_with_row_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from passflow.sources import csv_source
+
+    path = write(tmp_path, "\ufeffcustomer_id,email,first_name,tier\n" + _plain_lines(0, 20_000))
+    calls: list[int] = []
+    original = csv_source._record_chunks
+
+    def spy(*args, **kwargs):
+        calls.append(args[5])  # the byte offset the csv module starts at
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(csv_source, "_record_chunks", spy)
+    chunks = list(read_csv_chunks(path, chunk_size=7000, malformed=[]))
+    assert [len(c) for c in chunks] == [7000, 7000, 6000]
+    assert calls == [path.stat().st_size]  # the csv module only saw the end of the file
+    whole = pd.concat(chunks, ignore_index=True)
+    assert whole["__row__"].tolist() == list(range(2, 20_002))
+    assert list(whole.columns) == ["customer_id", "email", "first_name", "tier", "__row__"]
+    assert whole["first_name"].iloc[0] == "Zoë Ann" and str(whole["email"].dtype) == "str"
+
+
+def test_quoted_plain_file_matches_the_csv_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Quote-everything exports (pyarrow, many databases) take the fast path too; a stray quote, an
+    # escaped quote and a quoted delimiter further on are handed to the csv module.
+    rows = "".join(f'"C{i:07d}","user{i}@example.com","Zoë",""\n' for i in range(5000))
+    tail = '"C9000001","a@example.com","x"y,""\n"C9000002","b@example.com","say ""hi""",""\n'
+    tail += '"C9000003","c@example.com","Doe, J",""\n"C9000004","d@example.com","ok",""\n'
+    path = write(tmp_path, '"customer_id","email","first_name","tier"\n' + rows + tail + rows)
+    (fast, fast_bad), (slow, slow_bad) = _both_ways(path, monkeypatch, chunk_size=3000)
+    pd.testing.assert_frame_equal(pd.concat(fast, ignore_index=True), pd.concat(slow, ignore_index=True))
+    assert fast_bad == slow_bad and [m.row for m in fast_bad] == [5002]
+    whole = pd.concat(fast, ignore_index=True)
+    assert whole.loc[whole["customer_id"] == "C9000003", "first_name"].item() == "Doe, J"
+    assert whole.loc[whole["customer_id"] == "C9000002", "first_name"].item() == 'say "hi"'
+
+
+def test_plain_path_needs_utf8_and_a_one_byte_delimiter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A two-byte delimiter and a cp1252 file go to the csv module; results are the same either way.
+    path = write(tmp_path, "id§name\n" + "".join(f"C{i}§Zoë\n" for i in range(3000)))
+    both = pd.concat(read_csv_chunks(path, delimiter="§", chunk_size=1000), ignore_index=True)
+    assert both["name"].eq("Zoë").all() and both["__row__"].tolist() == list(range(2, 3002))
+    text = "id;name\n" + "".join(f"C{i};Zoë\n" for i in range(3000))
+    path = write(tmp_path, text, name="cp.csv", encoding="cp1252")
+    chunks = list(read_csv_chunks(path, encoding="cp1252", delimiter=";", chunk_size=1000))
+    assert [c["name"].iloc[0] for c in chunks] == ["Zoë"] * 3
+    path = write(tmp_path, text, name="utf8.csv")
+    upper = pd.concat(read_csv_chunks(path, encoding="UTF-8", delimiter=";", chunk_size=1000))
+    assert upper["name"].eq("Zoë").all() and upper["__row__"].iloc[-1] == 3001

@@ -24,7 +24,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from passflow.ledger import Ledger, ledger_table, utcnow
+from passflow.ledger import Ledger, create_tables, ledger_table, utcnow
 
 EVENTS = ("generated", "failed", "installed", "uninstalled", "added", "removed")
 #: What each event says about the pass in the customer's wallet.
@@ -128,7 +128,7 @@ class CallbackStore:
         self.ledger = Ledger(ledger_url)  # creates the ledger tables if this is a fresh database
         self.engine: Engine = self.ledger.engine
         self.dialect = self.ledger.dialect
-        cb_metadata.create_all(self.engine)
+        create_tables(self.engine, cb_metadata)
         self._refreshed: dict[str, float] = {}  # campaign -> monotonic time of the last index refresh
 
     def close(self) -> None:
@@ -285,7 +285,7 @@ class CallbackStore:
 def read_install_status(engine: Engine, campaign: str, customer_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """What :meth:`CallbackStore.install_status` returns, on any engine of the ledger database (the
     issue run's exports use its own; the tables are created if no callback has arrived yet)."""
-    cb_metadata.create_all(engine, tables=[status_table])
+    create_tables(engine, cb_metadata, [status_table])
     cols = ["customer_id", "pass_id", "status", "status_at", "installed_at", "uninstalled_at", "updated_at"]
     base = sa.select(*(status_table.c[c] for c in cols)).where(status_table.c.campaign == campaign)
     frames = []

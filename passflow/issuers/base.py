@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -32,6 +32,7 @@ class DeliveryContext:
     campaign: str
     now: datetime
     log: Any  # a logging.Logger-like object (the Prefect run logger inside flows)
+    lock_key: str = ""  # the run's ledger lock row (campaign, or campaign/shard-I-of-N); "" = campaign
 
 
 def compile_templates(
@@ -73,10 +74,28 @@ def fingerprint(texts: pd.Series) -> pd.Series:
     return pd.Series([sha(t.encode("utf-8")).hexdigest() for t in texts.tolist()], index=texts.index, dtype="str")
 
 
+class Sending(Protocol):
+    """A delivery under way: ``result()`` waits for its outcomes (OUTCOME_COLUMNS rows)."""
+
+    def result(self) -> pd.DataFrame: ...
+
+
+@dataclass
+class Delivered:
+    """A delivery that finished before ``start_deliver`` returned."""
+
+    outcomes: pd.DataFrame
+
+    def result(self) -> pd.DataFrame:
+        return self.outcomes
+
+
 class Issuer(ABC):
     provider: str
     #: provider-specific columns added to the spool after BASE_COLUMNS
     extra_columns: list[str] = []
+    #: whether the engine may record/export one batch while the next one's deliveries run
+    overlaps: bool = False
 
     @abstractmethod
     def template_columns(self) -> set[str]:
@@ -89,6 +108,13 @@ class Issuer(ABC):
     @abstractmethod
     def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any) -> pd.DataFrame:
         """Get passes for ``todo`` (prepared rows the plan selected); return OUTCOME_COLUMNS rows."""
+
+    def start_deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any) -> Sending:
+        """Start :meth:`deliver`; an issuer that sends in the background returns before it is done."""
+        return Delivered(self.deliver(todo, ctx, ledger))
+
+    def halt(self) -> None:  # noqa: B027 - optional hook
+        """The run is failing: start no new vendor call (those in flight finish)."""
 
     def reconcile(self, pending: pd.DataFrame, ctx: DeliveryContext) -> pd.DataFrame:
         """Resolve rows left ``pending`` by an interrupted run. Default: nothing to reconcile."""

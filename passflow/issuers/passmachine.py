@@ -30,6 +30,7 @@ from passflow.issuers.base import (
     OUTCOME_COLUMNS,
     DeliveryContext,
     Issuer,
+    Sending,
     campaign_vars,
     compile_templates,
     fingerprint,
@@ -54,6 +55,7 @@ _TV, _MD = "templateVariables.", "metadata."
 class PassmachineIssuer(Issuer):
     provider = "passmachine"
     extra_columns = ["payload"]
+    overlaps = True
     #: tests inject an httpx transport here (e.g. MockTransport); None = real network
     transport: httpx.AsyncBaseTransport | None = None
 
@@ -85,6 +87,7 @@ class PassmachineIssuer(Issuer):
         self._client: PassmachineClient | None = None
         self.calls = 0  # HTTP attempts, for the achieved-rate report
         self.stop = FailureStop(campaign.limits, "Passmachine", see="the failed-rows file")
+        self._halted = False  # the run is failing: send nothing more
 
     @property
     def stop_reason(self) -> str | None:
@@ -170,8 +173,16 @@ class PassmachineIssuer(Issuer):
         return int(max(50, min(2000, rate * 4, self.limits.max_in_flight * 20)))
 
     def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any) -> pd.DataFrame:
+        return self.start_deliver(todo, ctx, ledger).result()
+
+    def start_deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any) -> Sending:
+        # Runs on the run's loop while the caller records/exports the previous batch; the requests of
+        # both batches queue in the one limiter, so the rate holds and the pipe never drains.
         loop, client = self._ensure_client()
-        return loop.run(self._deliver(todo, ctx, ledger, client))
+        return loop.submit(self._deliver(todo, ctx, ledger, client))
+
+    def halt(self) -> None:
+        self._halted = True
 
     async def _deliver(
         self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any, client: PassmachineClient
@@ -184,7 +195,7 @@ class PassmachineIssuer(Issuer):
         async def produce() -> None:
             step = self._intent_slice()
             for start in range(0, len(rows), step):
-                if self.stop_reason or stop_requested():
+                if self.stop_reason or self._halted or stop_requested():
                     break
                 part = todo.iloc[start : start + step]
                 # Intent before effect: nothing is sent for a row before it is pending in the ledger.
@@ -192,7 +203,7 @@ class PassmachineIssuer(Issuer):
                     ledger.mark_pending, ctx.campaign, self.provider, part[["customer_id", "fingerprint"]], ctx.run_id
                 )
                 # a batch can take longer than the lock's stale time at a low rate: keep the lock fresh
-                await asyncio.to_thread(ledger.heartbeat, ctx.campaign, ctx.run_id)
+                await asyncio.to_thread(ledger.heartbeat, ctx.lock_key or ctx.campaign, ctx.run_id)
                 for i in range(start, start + len(part)):
                     await queue.put(i)
             for _ in range(workers):
@@ -201,8 +212,12 @@ class PassmachineIssuer(Issuer):
         async def work() -> None:
             while (i := await queue.get()) is not None:
                 cid, fp, payload = rows[i]
-                if self.stop_reason or stop_requested():
-                    why = self.stop_reason.split(":")[0] if self.stop_reason else "stopped by SIGTERM"
+                if self.stop_reason or self._halted or stop_requested():
+                    why = (
+                        self.stop_reason.split(":")[0]
+                        if self.stop_reason
+                        else "stopped by SIGTERM" if stop_requested() else "run aborted"
+                    )
                     outcomes[i] = _outcome(cid, fp, "failed", error="not sent: " + why)
                     continue
                 body = json.loads(payload)

@@ -87,6 +87,7 @@ import httpx
 from passflow.errors import ConfigError, VendorError
 from passflow.limiter import RateLimiter
 from passflow.providers.http_retry import MAX_RETRY_AFTER_S, Outcome, RetryPolicy
+from passflow.providers.pool_shards import ShardedPoolTransport
 
 __all__ = [
     "AuthenticationError",
@@ -489,6 +490,9 @@ class PassmachineClient:
         self._redact = _Redactor(public_token, secret_token, basic)
         self._timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
         # One pooled client; at most max_in_flight pass calls run at once, plus one token fetch.
+        # Many small pools instead of one big one: far less CPU per request (see pool_shards).
+        if transport is None:
+            transport = ShardedPoolTransport(limiter.max_in_flight + 1)
         self._http = httpx.AsyncClient(
             base_url=settings.base_url,
             transport=transport,

@@ -380,6 +380,10 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
     async def stats(per_customer: bool = True) -> Response:
         return _json(200, state.stats(per_customer=per_customer))
 
+    @app.get("/_admin/arrivals")
+    async def arrivals() -> Response:
+        return _json(200, {"accepted": state.arrival_times()})
+
     @app.post("/_admin/reset")
     async def reset(keep_config: bool = False) -> Response:
         state.reset(keep_config=keep_config)

@@ -94,6 +94,10 @@ class SandboxAdmin:
     def stats(self, *, per_customer: bool = True) -> dict[str, Any]:
         return self._call("GET", "/stats", params={"per_customer": per_customer})
 
+    def arrivals(self) -> list[float]:
+        """Accepted arrival times (sandbox monotonic clock) at the limited endpoints."""
+        return self._call("GET", "/arrivals")["accepted"]
+
     def reset(self, *, keep_config: bool = False) -> None:
         self._call("POST", "/reset", params={"keep_config": keep_config})
 

@@ -519,6 +519,12 @@ class SandboxState:
 
     # ----- stats ----------------------------------------------------------------------------------
 
+    def arrival_times(self) -> list[float]:
+        """Accepted arrivals at the limited endpoints, all accounts (monotonic seconds, sorted):
+        benchmarks compute steady-state rates and the chart of achieved rate from them."""
+        with self._lock:
+            return list(self._total.arrivals_accepted)
+
     def stats(self, *, per_customer: bool = True) -> dict[str, Any]:
         with self._lock:
             dupes = sorted(k for k, n in self._per_customer.items() if n > 1)

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -40,6 +40,7 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from passflow.errors import SourceError
 
@@ -49,7 +50,7 @@ ROW_COLUMN = "__row__"
 _RAW_MAX = 200
 _SCAN_BLOCK = 1 << 20
 # Bytes that cp1252 leaves undefined; a non-UTF-8 file containing one must be latin-1.
-_CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+_CP1252_UNDEFINED_BYTES = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")  # `in` runs at memchr speed
 _DELIMITER_CANDIDATES = (",", ";", "\t")  # order breaks ties: comma is the most common export
 _DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 
@@ -141,7 +142,7 @@ def _sniff_encoding(path: Path) -> str:
                         decoder.decode(block)
                     except UnicodeDecodeError:
                         is_utf8 = False
-                if not has_cp1252_undefined and _CP1252_UNDEFINED.search(block):
+                if not has_cp1252_undefined and any(b in block for b in _CP1252_UNDEFINED_BYTES):
                     has_cp1252_undefined = True
                 if not is_utf8 and has_cp1252_undefined:
                     break  # the answer cannot change any more
@@ -303,6 +304,31 @@ def _iter_chunks(
     chunk_size: int,
     malformed: list[MalformedRow] | None,
 ) -> Iterator[pd.DataFrame]:
+    fast = _plain_prefix_start(path, dialect, len(names))
+    if fast is None:
+        with _open(path, dialect) as f:
+            reader = csv.reader(_LineTap(f), **_reader_args(dialect))
+            _, row_no = _read_header(path, reader)
+        yield from _record_chunks(path, dialect, names, chunk_size, malformed, 0, row_no)
+        return
+    offset, row_no = fast
+    plain = _PlainBlocks(path, dialect.delimiter, names, chunk_size, offset, row_no)
+    yield from plain
+    # The rest of the file (from the first block that is not plain) goes through the csv module.
+    yield from _record_chunks(path, dialect, names, chunk_size, malformed, plain.offset, plain.row_no)
+
+
+def _record_chunks(
+    path: Path,
+    dialect: CsvDialect,
+    names: list[str],
+    chunk_size: int,
+    malformed: list[MalformedRow] | None,
+    offset: int,
+    row_no: int,
+) -> Iterator[pd.DataFrame]:
+    """Records from byte ``offset`` on (0: the header is read first) through the csv module;
+    ``row_no`` is the spreadsheet row of the record before ``offset``."""
     n = len(names)
 
     def report(row: int, reason: str, raw: str) -> None:
@@ -310,10 +336,11 @@ def _iter_chunks(
             raise SourceError(f"{path}: row {row}: {reason} (pass malformed=[] to collect such rows)")
         malformed.append(MalformedRow(row=row, reason=reason, raw=raw))
 
-    with _open(path, dialect) as f:
+    with _open_at(path, dialect, offset) as f:
         tap = _LineTap(f)
         reader = csv.reader(tap, **_reader_args(dialect))
-        _, row_no = _read_header(path, reader)
+        if offset == 0:
+            _, row_no = _read_header(path, reader)
         # Fields of accepted records go into one flat list (strings are not GC-tracked, so building a
         # chunk creates no garbage-collector churn); column j is flat[j::n].
         flat: list[str] = []
@@ -365,6 +392,191 @@ def _iter_chunks(
             ) from None
         if rows:
             yield _build_chunk(names, flat, rows)
+
+
+def _open_at(path: Path, dialect: CsvDialect, offset: int) -> TextIO:
+    if offset == 0:
+        return _open(path, dialect)
+    raw = path.open("rb")
+    raw.seek(offset)
+    # Past the header: a BOM can no longer occur, and offset is at a line start.
+    encoding = "utf-8" if dialect.encoding == "utf-8-sig" else dialect.encoding
+    return io.TextIOWrapper(raw, encoding=encoding, newline="")
+
+
+# ------------------------------------------------------------------------------- plain fast path
+#
+# Most segments are plain: one record per line, UTF-8, no blank or ragged lines, quotes (if any)
+# around whole fields. For those, Arrow's C++ CSV parser reads a block of lines many times faster
+# than the csv module, and the row number of a record is simply its line number. Each block is
+# checked for what would make that untrue (a field over two lines, a stray quote, a NUL, a lone CR,
+# a line with another number of fields); the first block that is not plain, and everything after it, is read by the csv module above, so edge cases keep exactly
+# the behaviour documented at the top of this module.
+
+# Bytes read at a time: about one chunk's worth (memory stays that of a chunk), within these bounds.
+_PLAIN_BLOCK_MIN, _PLAIN_BLOCK_MAX = 64 << 10, 8 << 20
+_PLAIN_ENCODINGS = ("utf-8", "utf-8-sig")
+
+
+def _plain_prefix_start(path: Path, dialect: CsvDialect, n_names: int) -> tuple[int, int] | None:
+    """(byte offset after the header line, its row number) if the file starts plain, else None."""
+    if codecs.lookup(dialect.encoding).name not in _PLAIN_ENCODINGS or len(dialect.delimiter.encode()) != 1:
+        return None  # Arrow parses UTF-8 with a one-byte delimiter
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    delim = dialect.delimiter.encode()
+    row_no, start = 0, 0
+    while True:  # leading blank lines, then the header line
+        end = head.find(b"\n", start)
+        if end < 0:
+            return None  # no complete header line in the first 64 kB, or a header-only file
+        line = head[start:end]
+        row_no += 1
+        if b"\x00" in line or b"\r" in line.rstrip(b"\r") or not _quotes_plain(line + b"\n", delim):
+            return None
+        if line.strip(b" \t\r\xef\xbb\xbf"):
+            break
+        start = end + 1
+    if line.rstrip(b"\r").count(delim) != n_names - 1:
+        return None  # trailing empty header cells or a quoted delimiter: let the csv module decide
+    return end + 1, row_no
+
+
+def _quotes_plain(block: bytes, delim: bytes) -> bool:
+    """Whether every quote in these whole lines sits next to a field boundary, each once: an opening
+    quote after a delimiter or a line start, or a closing one before a delimiter or a line end
+    (``"a"b`` or ``"a" ,`` are errors for the csv module, not for Arrow). Counted with bytes.count,
+    which runs at memory speed; :func:`_accounts_for` checks what the parse made of them."""
+    quotes = block.count(b'"')
+    if not quotes:
+        return True
+    opening = block.count(delim + b'"') + block.count(b'\n"') + block.startswith(b'"')
+    closing = block.count(b'"' + delim) + block.count(b'"\n') + block.count(b'"\r')
+    return quotes == opening + closing
+
+
+def _accounts_for(block: bytes, table: pa.Table, delim: bytes, lines: int) -> bool:
+    """Whether every byte of ``block`` is in a value, a field separator, a quote or a line end. It is
+    not when a value holds a quote (an escaped ``""``, a stray one) or a delimiter (quoted, or a
+    field that went on to the next line): rare, and left to the csv module."""
+    separators = (table.num_columns - 1) * lines
+    if block.count(delim) != separators:
+        return False
+    values = sum(_byte_length(col) for col in table.columns)
+    ends = block.count(b"\n") + block.count(b"\r")
+    return values + separators + block.count(b'"') + ends == len(block)
+
+
+def _byte_length(col: pa.ChunkedArray) -> int:
+    return pc.sum(pc.binary_length(col)).as_py() or 0
+
+
+class _PlainBlocks:
+    """Chunks of the plain part of a file; afterwards ``offset`` and ``row_no`` say where it ended
+    (the end of the file, or the start of the first block that is not plain)."""
+
+    def __init__(
+        self, path: Path, delimiter: str, names: list[str], chunk_size: int, offset: int, row_no: int
+    ) -> None:
+        import pyarrow.csv as pacsv
+
+        self.path = path
+        self.names = names
+        self.chunk_size = chunk_size
+        self.offset = offset
+        self.row_no = row_no
+        self.delimiter = delimiter
+        self._read, self._read_quoted = (
+            functools.partial(
+                pacsv.read_csv,
+                read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter,
+                    quote_char=quote,
+                    double_quote=bool(quote),
+                    newlines_in_values=False,
+                    ignore_empty_lines=False,
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={name: pa.large_string() for name in names},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            for quote in (False, '"')
+        )
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        pending: list[pd.DataFrame] = []
+        held = 0
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            carry = b""
+            size = _PLAIN_BLOCK_MIN
+            while True:
+                data = f.read(size)
+                buf = carry + data
+                cut = buf.rfind(b"\n") + 1 if data else len(buf)
+                block, carry = buf[:cut], buf[cut:]
+                if not block:
+                    break
+                frame = self._parse(block)
+                if frame is None:
+                    break  # not plain: the csv module reads on from self.offset
+                self.offset += len(block)
+                lines = frame.attrs.pop("lines")
+                self.row_no += lines
+                size = min(_PLAIN_BLOCK_MAX, max(_PLAIN_BLOCK_MIN, len(block) * self.chunk_size // lines))
+                pending.append(frame)
+                held += len(frame)
+                while held >= self.chunk_size:
+                    chunk, pending, held = _take(pending, self.chunk_size)
+                    yield chunk
+                if not data:
+                    break
+        if held:
+            yield pd.concat(pending, ignore_index=True)
+
+    def _parse(self, block: bytes) -> pd.DataFrame | None:
+        lines = block.count(b"\n") + (not block.endswith(b"\n"))
+        if b"\x00" in block or (b"\r" in block and block.count(b"\r") != block.count(b"\r\n")):
+            return None
+        delim = self.delimiter.encode()
+        quoted = b'"' in block
+        if quoted and not _quotes_plain(block, delim):
+            return None
+        try:
+            table = (self._read_quoted if quoted else self._read)(io.BytesIO(block))
+        except (pa.ArrowInvalid, UnicodeDecodeError):  # a ragged line, bad UTF-8: the csv module says
+            return None
+        if table.num_rows != lines:
+            return None
+        if quoted and not _accounts_for(block, table, delim, lines):
+            return None
+        rows = np.arange(self.row_no + 1, self.row_no + 1 + lines, dtype=np.int64)
+        columns = table.columns
+        blank = _blank(columns[0])  # every field empty or whitespace: dropped, as by the csv module
+        if blank.any():
+            for col in columns[1:]:
+                blank &= _blank(col)
+        data = {name: pd.Series(col, dtype="str") for name, col in zip(self.names, columns, strict=True)}
+        data[ROW_COLUMN] = pd.Series(rows)
+        frame = pd.DataFrame(data)
+        if blank.any():
+            frame = frame.loc[~blank].reset_index(drop=True)
+        frame.attrs["lines"] = lines
+        return frame
+
+
+def _blank(col: pa.ChunkedArray) -> np.ndarray:
+    return pc.equal(pc.utf8_trim_whitespace(col), "").to_numpy(zero_copy_only=False)
+
+
+def _take(frames: list[pd.DataFrame], n: int) -> tuple[pd.DataFrame, list[pd.DataFrame], int]:
+    """The first ``n`` rows of ``frames`` as one frame, the rest, and its row count."""
+    whole = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    rest = whole.iloc[n:].reset_index(drop=True)
+    return whole.iloc[:n].reset_index(drop=True), [rest] if len(rest) else [], len(rest)
 
 
 def _build_chunk(names: list[str], flat: list[str], rows: list[int]) -> pd.DataFrame:

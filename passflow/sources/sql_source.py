@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
@@ -153,12 +154,21 @@ def _column_names(keys: list[str], what: str, shown: str) -> list[str]:
 
 def _build_chunk(names: list[str], rows: Sequence[Sequence[Any]], start: int) -> pd.DataFrame:
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    data = {
-        name: pd.Series(pa.array(_column_to_str(col), type=pa.large_string()), dtype="str")
-        for name, col in zip(names, columns, strict=True)
-    }
+    data = {name: pd.Series(_str_array(col), dtype="str") for name, col in zip(names, columns, strict=True)}
     data[ROW_COLUMN] = pd.Series(np.arange(start + 1, start + len(rows) + 1, dtype=np.int64))
     return pd.DataFrame(data)
+
+
+def _str_array(values: Sequence[Any]) -> pa.Array:
+    # Text columns (the usual case): Arrow infers and builds the array in C, NULL becomes "".
+    # Anything else (numbers, bytes, dates, a mix) takes the per-value conversion.
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        arr = None
+    if arr is not None and arr.type == pa.string():
+        return pc.fill_null(arr.cast(pa.large_string()), "")
+    return pa.array(_column_to_str(values), type=pa.large_string())
 
 
 def _column_to_str(values: Sequence[Any]) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from passflow.ledger import Ledger
+from passflow.ledger import Ledger, create_tables
 
 metadata = sa.MetaData()
 
@@ -78,10 +78,7 @@ class UpdateStore:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.engine = ledger.engine
-        try:
-            metadata.create_all(self.engine)
-        except sa.exc.DBAPIError:  # another run created them between our check and our CREATE
-            metadata.create_all(self.engine)
+        create_tables(self.engine, metadata)  # other runs may create them at the same moment
 
     def _upsert(self, table: sa.Table, keys: list[str], rows: list[dict[str, Any]], update: list[str]) -> None:
         if not rows:
