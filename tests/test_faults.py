@@ -82,8 +82,11 @@ MATRIX: dict[str, Fault] = {
 
 
 @contextmanager
-def _hold_ledger_lock(url: str, seconds: float, started: Callable[[], bool]) -> Iterator[list[float]]:
-    """In a thread, once the run has started issuing, hold an exclusive lock on the ledger for ``seconds``."""
+def _hold_ledger_lock(
+    url: str, seconds: float, started: Callable[[], bool], table: str = "passflow_ledger"
+) -> Iterator[list[float]]:
+    """In a thread, once the run has ``started()``, hold an exclusive lock on the ledger for ``seconds``
+    (SQLite: the whole file; PostgreSQL: ``table``)."""
     held: list[float] = []
 
     def hold() -> None:
@@ -96,7 +99,7 @@ def _hold_ledger_lock(url: str, seconds: float, started: Callable[[], bool]) -> 
                 conn.exec_driver_sql("BEGIN EXCLUSIVE")
             else:
                 conn.exec_driver_sql("BEGIN")
-                conn.exec_driver_sql("LOCK TABLE passflow_ledger IN ACCESS EXCLUSIVE MODE")
+                conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
             t0 = time.monotonic()
             time.sleep(seconds)
             conn.exec_driver_sql("ROLLBACK")
@@ -120,7 +123,7 @@ def test_fault_matrix_exactly_once(
     campaign = load_campaign(path)
 
     error: PassflowError | None = None
-    with _lock_if(case, campaign.ledger.url, sandbox) as held:
+    with lock_if(case, campaign.ledger.url, lambda: sandbox.admin.stats()["passes_created"] >= 40) as held:
         try:
             result = run_issue(campaign)
         except PassflowError as exc:  # allowed: a clear error, and a state the rerun completes
@@ -151,9 +154,12 @@ def test_fault_matrix_exactly_once(
 
 
 @contextmanager
-def _lock_if(case: Fault, url: str, sandbox: SandboxHandle) -> Iterator[list[float]]:
+def lock_if(
+    case: Fault, url: str, started: Callable[[], bool], table: str = "passflow_ledger"
+) -> Iterator[list[float]]:
+    """The case's ledger lock (if any), taken once ``started()``; yields the seconds it was held."""
     if not case.db_lock_s:
         yield []
         return
-    with _hold_ledger_lock(url, case.db_lock_s, lambda: sandbox.admin.stats()["passes_created"] >= 40) as held:
+    with _hold_ledger_lock(url, case.db_lock_s, started, table) as held:
         yield held

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from passflow.config import load_campaign
 from passflow.engine import run_issue
-from passflow.errors import ConfigError
+from passflow.errors import ConfigError, VendorError
 from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
 from passflow.sandbox.state import DEMO_SKYCORE_API_KEY, FaultRule
 from passflow.updates import UpdateRequest, customer_history, run_update
@@ -128,10 +128,19 @@ def test_failure_bodies_are_failed_rows_with_their_code(setup, sandbox: SandboxH
     assert (row["status"], row["error_code"], int(row["attempts"])) == ("failed", "E104", 1)  # answered: no retry
     assert "not found" in row["error"]
 
-    # A wrong key: HTTP 200 {"status":"failure","error-code":"E101"} - failed, the key in no record.
+    # A wrong key: HTTP 200 {"status":"failure","error-code":"E101"} stops the run at the first call
+    # with Skycore's message; the rest are recorded as not sent; the key in no record.
     monkeypatch.setenv("PF_SKY_KEY", "wrong-key-123456")
-    bad = run_update(load_campaign(campaign.path), UpdateRequest(mode="customers", customer_ids=["C1"], action="void"))
-    assert bad["error_codes"] == {"E101": 1}
+    before = sandbox.admin.stats()["requests"]["skycore_update"]
+    ids = [f"C{i}" for i in range(1, 11)]
+    with pytest.raises(VendorError, match="stopped: E101: invalid API key") as exc:
+        run_update(load_campaign(campaign.path), UpdateRequest(mode="customers", customer_ids=ids, action="void"))
+    assert "wrong-key-123456" not in str(exc.value)
+    after = sandbox.admin.stats()["requests"]["skycore_update"]
+    assert sum(after.values()) - sum(before.values()) == 1  # one call, not one per customer
+    hist = customer_history(campaign, "C1")
+    assert (hist["status"].iloc[-1], hist["error_code"].iloc[-1]) == ("failed", "E101")
+    assert customer_history(campaign, "C2")["error_code"].iloc[-1] == "not_sent"
     store_text = customer_history(campaign, "C1").to_json(date_format="iso")
     assert "wrong-key-123456" not in store_text and DEMO_SKYCORE_API_KEY not in store_text
 

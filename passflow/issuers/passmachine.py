@@ -25,6 +25,7 @@ import pandas as pd
 
 from passflow.asyncloop import BackgroundLoop
 from passflow.config import Campaign
+from passflow.failstop import FailureStop
 from passflow.issuers.base import (
     OUTCOME_COLUMNS,
     DeliveryContext,
@@ -85,10 +86,12 @@ class PassmachineIssuer(Issuer):
         self._loop: BackgroundLoop | None = None
         self._client: PassmachineClient | None = None
         self.calls = 0  # HTTP attempts, for the achieved-rate report
-        self.results = 0
-        self.failures = 0
-        self.stop_reason: str | None = None
+        self.stop = FailureStop(campaign.limits, "Passmachine", see="the failed-rows file")
         self._halted = False  # the run is failing: send nothing more
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.stop.reason
 
     @property
     def reissue_changed(self) -> bool:
@@ -169,17 +172,6 @@ class PassmachineIssuer(Issuer):
         rate = self.limits.max_per_second or 100.0
         return int(max(50, min(2000, rate * 4, self.limits.max_in_flight * 20)))
 
-    def _check_threshold(self) -> None:
-        lim = self.limits
-        if self.stop_reason is None and self.results >= lim.failure_min_calls:
-            share = self.failures / self.results
-            if share >= lim.failure_threshold:
-                self.stop_reason = (
-                    f"stopped early: {self.failures} of {self.results} Passmachine calls failed "
-                    f"({share:.0%} ≥ failure_threshold {lim.failure_threshold:.0%}); the campaign looks "
-                    "misconfigured — see the failed-rows file for the vendor's messages"
-                )
-
     def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any) -> pd.DataFrame:
         return self.start_deliver(todo, ctx, ledger).result()
 
@@ -247,15 +239,10 @@ class PassmachineIssuer(Issuer):
 
     def _from_result(self, cid: str, fp: str, result: CallResult) -> dict[str, Any]:
         self.calls += result.attempts
-        self.results += 1
+        self.stop.record(result.ok, refused=refusal(result))
         if result.ok:
             pid, link = pass_id_of(result.data), pass_link_of(result.data)
             return _outcome(cid, fp, "issued", pass_id=pid, pass_link=link, issued_at=datetime.now(UTC))
-        self.failures += 1
-        if result.permanent and result.status in (401, 403) and self.stop_reason is None:
-            # Credentials or account refused: every further call would fail the same way.
-            self.stop_reason = f"stopped: {result.error}"
-        self._check_threshold()
         if result.ambiguous:
             # The vendor may have created it: keep it pending so the next run reconciles first.
             return _outcome(cid, fp, "pending", error=f"outcome unknown, reconciled on the next run: {result.error}")
@@ -299,6 +286,13 @@ class PassmachineIssuer(Issuer):
             *(one(c, f) for c, f in zip(pending["customer_id"], pending["fingerprint"], strict=True))
         )
         return pd.DataFrame([r for r in results if r is not None], columns=OUTCOME_COLUMNS)
+
+
+def refusal(result: CallResult) -> str | None:
+    """The vendor's message when it refused the credentials or the account (401/403 for good)."""
+    if not result.ok and result.permanent and result.status in (401, 403):
+        return result.error or f"HTTP {result.status}"
+    return None
 
 
 def _outcome(

@@ -612,6 +612,7 @@ class PassmachineClient:
             content=json.dumps(operations).encode(),
             content_type="application/json-patch+json",
             idempotent=idempotent,
+            require_pass=True,  # a 200 without the patched pass (an error body) is no success
         )
 
     # -- internals ----------------------------------------------------------------------------

@@ -18,6 +18,12 @@ Sources of updates (:class:`UpdateRequest` ``mode``)
     Rerun the segment; update only customers whose pass-relevant values (the issuer templates that
     read customer columns) changed since the last successful send. Unchanged customers cost no call.
 
+Stopping
+--------
+Refused credentials (Passmachine 401/403 for good, Skycore ``E101``) stop a run at the first call with
+the vendor's message; otherwise ``[limits] failure_threshold`` / ``failure_min_calls`` apply as for
+issuance. Attempts made are recorded first, the rest as ``not_sent``; their events stay open.
+
 Campaign file
 -------------
 ::

@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.config import Campaign, load_campaign
+from passflow.errors import VendorError
 from passflow.ledger import CampaignLocked, Ledger
 from passflow.updates.actions import ActionRenderer, check_update_config, diff_action, update_settings
 from passflow.updates.senders import Sender, make_sender
@@ -223,6 +224,9 @@ class UpdateRun:
         status = Counter(rows["status"])
         self.counts.update({k: v for k, v in status.items()})
         self.error_codes.update(rows.loc[rows["status"] == "failed", "error_code"].dropna())
+        if self._sender is not None and self._sender.stop_reason:
+            # Recorded first, so the history says what was sent; then stop loudly (the run fails).
+            raise VendorError(f"update run {self._sender.stop_reason}")
         return {k: int(v) for k, v in status.items()}
 
     # --- the end ------------------------------------------------------------------------------
