@@ -13,6 +13,9 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
+from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN
+
 PG_ADMIN_URL = os.environ.get("PASSFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -68,3 +71,19 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SandboxHandle]:
+    """The provider sandbox in a thread, one per test module (modules may define their own)."""
+    with start_sandbox_thread() as handle:
+        yield handle
+
+
+@pytest.fixture
+def fresh_sandbox(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> SandboxHandle:
+    """The module's sandbox, reset, with the demo Passmachine credentials in PF_PM_PUBLIC/SECRET."""
+    sandbox.admin.reset()
+    monkeypatch.setenv("PF_PM_PUBLIC", DEMO_PUBLIC_TOKEN)
+    monkeypatch.setenv("PF_PM_SECRET", DEMO_SECRET_TOKEN)
+    return sandbox

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,7 @@ from test_issue_passmachine import assert_exactly_once, make, read_export
 from passflow.config import load_campaign
 from passflow.engine import run_issue
 from passflow.ledger import Ledger
-from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
-from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN
+from passflow.sandbox.runner import SandboxHandle
 from passflow.shutdown import CRASH_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,17 +46,9 @@ except RunStopped as exc:
 PHASES = {"read": 4, "issue": 140, "record": 4, "export": 8, "commit": 1}
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxHandle]:
-    with start_sandbox_thread() as handle:
-        yield handle
-
-
 @pytest.fixture(autouse=True)
-def _fresh(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:
-    sandbox.admin.reset()
-    monkeypatch.setenv("PF_PM_PUBLIC", DEMO_PUBLIC_TOKEN)
-    monkeypatch.setenv("PF_PM_SECRET", DEMO_SECRET_TOKEN)
+def _fresh(fresh_sandbox: SandboxHandle) -> None:
+    """Every test: the module's sandbox, reset, and the demo credentials (tests/conftest.py)."""
 
 
 def _spawn(path: Path, **env: str) -> subprocess.Popen[str]:

@@ -23,23 +23,14 @@ from test_issue_passmachine import assert_exactly_once, make, read_export
 from passflow.config import load_campaign
 from passflow.engine import run_issue
 from passflow.errors import PassflowError
-from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
-from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN
+from passflow.sandbox.runner import SandboxHandle
 
 ROWS = 120
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxHandle]:
-    with start_sandbox_thread() as handle:
-        yield handle
-
-
 @pytest.fixture(autouse=True)
-def _fresh(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:
-    sandbox.admin.reset()
-    monkeypatch.setenv("PF_PM_PUBLIC", DEMO_PUBLIC_TOKEN)
-    monkeypatch.setenv("PF_PM_SECRET", DEMO_SECRET_TOKEN)
+def _fresh(fresh_sandbox: SandboxHandle) -> None:
+    """Every test: the module's sandbox, reset, and the demo credentials (tests/conftest.py)."""
 
 
 def _create(kind: str, **kw: Any) -> dict[str, Any]:

@@ -42,8 +42,8 @@ app_uninstalled = "void"
 """
 
 
-# The create matrix's fixtures: one sandbox per module; fresh state and Passmachine tokens per test.
-sandbox = test_faults.sandbox
+# The create matrix's fixture: one sandbox per module (tests/conftest.py); fresh state and Passmachine
+# tokens per test.
 _fresh = test_faults._fresh
 
 

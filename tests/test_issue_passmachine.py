@@ -21,7 +21,7 @@ from passflow.demo import write_segment_csv
 from passflow.engine import run_issue
 from passflow.errors import VendorError
 from passflow.ledger import Ledger
-from passflow.sandbox.runner import SandboxHandle, start_sandbox_process, start_sandbox_thread
+from passflow.sandbox.runner import SandboxHandle, start_sandbox_process
 from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,17 +64,9 @@ url = "{ledger}"
 """
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxHandle]:
-    with start_sandbox_thread() as handle:
-        yield handle
-
-
 @pytest.fixture(autouse=True)
-def _fresh(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:
-    sandbox.admin.reset()
-    monkeypatch.setenv("PF_PM_PUBLIC", DEMO_PUBLIC_TOKEN)
-    monkeypatch.setenv("PF_PM_SECRET", DEMO_SECRET_TOKEN)
+def _fresh(fresh_sandbox: SandboxHandle) -> None:
+    """Every test: the module's sandbox, reset, and the demo credentials (tests/conftest.py)."""
 
 
 def make(

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,23 +20,15 @@ from passflow.config import load_campaign
 from passflow.engine import run_issue
 from passflow.errors import ConfigError
 from passflow.ledger import CampaignLocked, Ledger, lock_key
-from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
-from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN, max_in_window
+from passflow.sandbox.runner import SandboxHandle
+from passflow.sandbox.state import max_in_window
 from passflow.shards import check_shard, in_shard, shard_campaign, shard_of
 from tests.test_issue_passmachine import ROOT, assert_exactly_once, make, read_export
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxHandle]:
-    with start_sandbox_thread() as handle:
-        yield handle
-
-
 @pytest.fixture(autouse=True)
-def _fresh(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> None:
-    sandbox.admin.reset()
-    monkeypatch.setenv("PF_PM_PUBLIC", DEMO_PUBLIC_TOKEN)
-    monkeypatch.setenv("PF_PM_SECRET", DEMO_SECRET_TOKEN)
+def _fresh(fresh_sandbox: SandboxHandle) -> None:
+    """Every test: the module's sandbox, reset, and the demo credentials (tests/conftest.py)."""
 
 
 def test_shard_assignment_is_stable_and_partitions() -> None:
