@@ -152,16 +152,31 @@ def _text_or_none(values: pd.Series) -> np.ndarray:
     return np.where(empty, None, out) if empty.any() else out
 
 
+# Any fixed 64-bit key: the PostgreSQL advisory lock that serialises passflow's table creation.
+_DDL_LOCK_KEY = 0x70617373666C6F77  # "passflow"
+
+
 def create_tables(engine: Engine, md: sa.MetaData, tables: list[sa.Table] | None = None) -> None:
     """``md.create_all`` that tolerates other processes creating the same tables at the same moment
-    (a scheduled run, an inbox import and a callback on one new SQLite file): look again."""
+    (two runs of a campaign, an inbox import and a callback on one new database).
+
+    PostgreSQL's ``CREATE TABLE IF NOT EXISTS`` is not safe against itself: the loser of the race
+    fails on the catalog's unique index (``pg_type_typname_nsp_index``). A transaction-scoped
+    advisory lock makes the creators take turns. SQLite has no such lock, so there we look again.
+    """
     for attempt in range(5):
         try:
-            md.create_all(engine, tables=tables)
+            if engine.dialect.name == "postgresql":
+                with engine.begin() as conn:
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _DDL_LOCK_KEY})
+                    md.create_all(conn, tables=tables)
+            else:
+                md.create_all(engine, tables=tables)
             return
-        except sa.exc.OperationalError as exc:
+        except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:
             text = str(exc.orig or exc)
-            if attempt == 4 or not ("already exists" in text or "locked" in text):
+            racing = any(s in text for s in ("already exists", "locked", "pg_type_typname_nsp_index"))
+            if attempt == 4 or not racing:
                 raise
             time.sleep(0.2 * (attempt + 1))
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -114,3 +116,38 @@ def test_big_batches_upsert_like_small_ones(db_url: str) -> None:
     assert (got["attempts"] == 1).all() and got["issued_at"].notna().all()
     assert led.lookup("big", ids)["issued_at"].dt.year.eq(2026).all()
     led.close()
+
+
+_CREATOR = """
+import sys
+from passflow.ledger import Ledger
+from passflow.updates.store import UpdateStore
+from passflow.callbacks.store import CallbackStore
+from passflow.inbox import inbox_metadata
+from passflow.ledger import create_tables
+barrier_file = sys.argv[2]
+import os, time
+while not os.path.exists(barrier_file):  # start together: the race is the point
+    time.sleep(0.005)
+ledger = Ledger(sys.argv[1])
+UpdateStore(ledger)
+CallbackStore(sys.argv[1])
+create_tables(ledger.engine, inbox_metadata)
+print("ok")
+"""
+
+
+def test_many_processes_create_the_tables_of_a_new_database_at_once(db_url: str, tmp_path) -> None:  # noqa: ANN001
+    """A scheduled run, an inbox import and a callback server starting on one new database: every
+    one of them opens it, none fails on another's half-created table (PostgreSQL's catalog race)."""
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _CREATOR, db_url, str(go)], env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    time.sleep(1.5)  # let every interpreter reach the barrier
+    go.write_text("go")
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err[-2000:] for _, err in outs]
