@@ -118,7 +118,7 @@ def issue_once(rate: float, customers: int, latency_ms: float) -> dict[str, obje
     from passflow.sandbox.state import max_in_window
 
     # enough in flight that the rate, not latency, is the bound (Little's law, with headroom)
-    in_flight = max(2, math.ceil(rate * latency_ms / 1000 * 1.5) + 2)
+    in_flight = max(2, math.ceil(rate * latency_ms / 1000 * 2) + 2)
     sandbox = start_sandbox_process(latency_ms=latency_ms, max_in_flight=in_flight, max_per_second=int(rate))
     try:
         with tempfile.TemporaryDirectory(prefix="passflow-bench-api-") as tmp:

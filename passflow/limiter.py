@@ -40,11 +40,25 @@ already queued (say, hundreds of tasks woken together) run *before* the start is
 than between the start and the request going out. Measured against the sandbox in a separate
 process, the gap between a start and the request body being written is then typically < 10 ms.
 
-Saturated, starts come every ``interval`` seconds, i.e. ``N / (1 + safety_margin_s)`` per second:
-0.97 of the limit with the default 30 ms margin (20 ms let a loaded 2-core machine show 51 arrivals
-in one second at the sandbox for a limit of 50). The margin absorbs network jitter between our start
-and the vendor's arrival clock (a vendor counting arrivals would otherwise see ``N + 1`` in a window
-when one request is delayed a few ms more than another). Set it to 0 for an exact client-side bound.
+Lateness: a start is recorded when it is granted, but the vendor counts the request when it
+arrives. Between the two, the event loop may run other tasks first (httpcore's pool yields before
+writing), and on a busy machine that delay varies by tens of ms: if the first of ``N + 1`` starts goes
+out late and the last on time, the vendor sees ``N + 1`` in one second. So the transport tells the
+limiter when the request's headers are actually written (:func:`mark_sent`, wired in by
+:class:`~passflow.providers.pool_shards.ShardedPoolTransport` through httpcore's ``trace`` hook), and
+the log keeps that *send* time instead of the grant time. Rule 1 then reads "a start is granted only
+``W`` after the send ``N`` starts back", so any ``N + 1`` consecutive sends span ``>= W`` whatever
+order they went out in. Only a start whose request has not gone out yet falls back on its grant time
+plus the worst grant-to-send delay seen in the last two windows. Without a reporting transport the
+grant time is all there is, as before. The margin only has to absorb the network's and the vendor's
+jitter.
+
+Saturated, starts come every ``W / N`` seconds, i.e. ``N / (1 + safety_margin_s)`` per second: 0.98
+of the limit with the default 20 ms margin, a little less when sends are late (each late send delays
+the start ``N`` later by its own lateness; it could not go faster anyway). The margin covers the
+vendor's side: its clock is read when its handler runs, and with 10 ms a loaded 2-core machine
+running the sandbox showed 11 arrivals in one second for a limit of 10. Set the margin to 0 for an
+exact client-side bound on grants.
 
 For ``max_per_second < 1`` (e.g. 0.5/s) the rule is one start per ``1 / max_per_second`` seconds
 (plus the margin). ``max_per_second=None`` disables pacing; only the in-flight cap applies.
@@ -61,11 +75,49 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from types import TracebackType
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "mark_sent", "trace_sends"]
 
 _CATCH_UP_S = 0.05
+# A vendor's 429 widens the margin by this much (at most once a window, up to _MAX_EXTRA_MARGIN_S),
+# and it narrows back after _NARROW_AFTER_S without one.
+_WIDEN_STEP_S = 0.01
+_MAX_EXTRA_MARGIN_S = 0.1
+_NARROW_AFTER_S = 30.0
+
+# The grant the current task holds and has not sent yet: (limiter, grant time). Set by acquire() and
+# read by mark_sent(), which the transport calls from the same task when the request goes out.
+_unsent_grant: ContextVar[tuple[RateLimiter, _Start] | None] = ContextVar("passflow_unsent_grant", default=None)
+
+
+class _Start:
+    """One entry of the sliding log: the grant time, replaced by the send time once reported."""
+
+    __slots__ = ("at", "sent")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.sent = False
+
+
+def mark_sent() -> None:
+    """The request of the current task's grant is being written now: log the real send time."""
+    grant = _unsent_grant.get()
+    if grant is not None:
+        _unsent_grant.set(None)
+        limiter, start = grant
+        limiter._sent(start)
+
+
+async def trace_sends(event_name: str, info: dict[str, object]) -> None:
+    """An httpcore ``trace`` extension that calls :func:`mark_sent` once the request headers have been
+    handed to the socket. *After* the write, not before: another thread holding the GIL (the run
+    records and exports on its main thread) can stall us between any two steps, and a stall before
+    the write must count as lateness. A stall after it only makes us more careful."""
+    if event_name.endswith("send_request_headers.complete"):
+        mark_sent()
 
 
 class RateLimiter:
@@ -76,7 +128,7 @@ class RateLimiter:
         max_in_flight: int,
         max_per_second: float | None = None,
         *,
-        safety_margin_s: float = 0.03,
+        safety_margin_s: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
@@ -92,17 +144,21 @@ class RateLimiter:
 
         if max_per_second is None:
             self._n = 0  # pacing disabled
-            self._window = 0.0
-            self._interval = 0.0
+            self._base_window = 0.0
         elif max_per_second >= 1:
             self._n = math.floor(max_per_second)
-            self._window = 1.0 + safety_margin_s
-            self._interval = self._window / self._n
+            self._base_window = 1.0
         else:
             self._n = 1
-            self._window = 1.0 / max_per_second + safety_margin_s
-            self._interval = self._window
-        self._log: deque[float] = deque(maxlen=max(self._n, 1))  # last N actual start times
+            self._base_window = 1.0 / max_per_second
+        self._extra_margin = 0.0  # widened by refused()
+        self._last_refusal = -math.inf
+        self.refusals = 0
+        self._set_window()
+        self._log: deque[_Start] = deque(maxlen=max(self._n, 1))  # the last N starts
+        # Sliding maximum of grant-to-send delays (time observed, delay), delays decreasing.
+        self._lateness: deque[tuple[float, float]] = deque()
+        self._lateness_horizon = 2 * self._window
         self._tat = -math.inf  # GCRA theoretical arrival time of the next start
         self._paused_until = -math.inf
 
@@ -137,6 +193,29 @@ class RateLimiter:
     def interval(self) -> float:
         """Seconds between starts when saturated (0 when pacing is disabled)."""
         return self._interval
+
+    def lateness(self) -> float:
+        """The worst grant-to-send delay reported by :func:`mark_sent` in the last two windows."""
+        horizon = self._clock() - self._lateness_horizon
+        while self._lateness and self._lateness[0][0] < horizon:
+            self._lateness.popleft()
+        return self._lateness[0][1] if self._lateness else 0.0
+
+    def refused(self) -> None:
+        """The vendor refused a request for exceeding its rate (HTTP 429): its clock saw more starts
+        in some second than ours did, so the margin did not cover the jitter between them. Widen it
+        (once a window at most, since one burst of 429s is one finding); it narrows back later."""
+        now = self._clock()
+        self.refusals += 1
+        if self._n and now - self._last_refusal >= self._window:
+            self._extra_margin = min(self._extra_margin + _WIDEN_STEP_S, _MAX_EXTRA_MARGIN_S)
+            self._last_refusal = now
+            self._set_window()
+
+    @property
+    def margin_s(self) -> float:
+        """The safety margin in force: the configured one plus any widening after refusals."""
+        return self.safety_margin_s + self._extra_margin
 
     def pause_until(self, deadline: float) -> None:
         """Allow no new start before ``deadline`` (on this limiter's clock). Pauses only extend."""
@@ -205,6 +284,12 @@ class RateLimiter:
             raise RuntimeError("RateLimiter.release() called more times than acquire()")
         self._in_flight -= 1
         self._slot_freed.set()
+        grant = _unsent_grant.get()
+        if grant is not None and grant[0] is self:
+            # Nothing reported a send (a plain transport, or an error before the request went out):
+            # the grant time is all we know, and it is final.
+            _unsent_grant.set(None)
+            grant[1].sent = True
 
     async def __aenter__(self) -> RateLimiter:
         await self.acquire()
@@ -227,6 +312,9 @@ class RateLimiter:
             "pauses": self.pauses,
             "max_in_flight": self.max_in_flight,
             "max_per_second": self.max_per_second,
+            "lateness_s": round(self.lateness(), 4),
+            "refusals": self.refusals,
+            "margin_s": round(self.margin_s, 4),
         }
 
     def __repr__(self) -> str:
@@ -236,6 +324,10 @@ class RateLimiter:
         )
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _set_window(self) -> None:
+        self._window = self._base_window + self.safety_margin_s + self._extra_margin if self._n else 0.0
+        self._interval = self._window / self._n if self._n else 0.0
 
     def _bind_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -252,12 +344,29 @@ class RateLimiter:
         if self._n:
             due = max(due, self._tat)
             if len(self._log) == self._n:
-                due = max(due, self._log[0] + self._window)
+                oldest = self._log[0]
+                # Not sent yet (or no reporting transport): its send time is unknown; assume it goes
+                # out as late as the worst recent request did.
+                due = max(due, oldest.at + self._window + (0.0 if oldest.sent else self.lateness()))
         return due
 
+    def _sent(self, start: _Start) -> None:
+        now = self._clock()
+        delay = max(0.0, now - start.at)
+        start.at = max(start.at, now)
+        start.sent = True
+        while self._lateness and self._lateness[-1][1] <= delay:  # a sliding maximum
+            self._lateness.pop()
+        self._lateness.append((now, delay))
+
     def _record_start(self, now: float, due: float) -> None:
+        if self._extra_margin and now - self._last_refusal > _NARROW_AFTER_S:
+            self._extra_margin = 0.0
+            self._set_window()
         if self._n:
-            self._log.append(now)
+            start = _Start(now)
+            self._log.append(start)
+            _unsent_grant.set((self, start))
             # Keep the grid when we started a little late (event loop lateness must not accumulate
             # into a lower rate); restart the grid from "now" after an idle spell or a long stall.
             # At high rates an interval is a few ms, less than ordinary loop lateness: allow catching

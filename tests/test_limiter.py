@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from passflow.limiter import RateLimiter
+from passflow.limiter import RateLimiter, mark_sent
 
 T = TypeVar("T")
 
@@ -225,8 +225,65 @@ def test_evenly_spaced_not_bursty() -> None:
 
     trace, limiter = run_virtual(main)
     gaps = [b - a for a, b in zip(trace.starts, trace.starts[1:], strict=False)]
-    assert limiter.interval == pytest.approx(0.103)
-    assert all(g == pytest.approx(0.103, abs=1e-9) for g in gaps)
+    assert limiter.interval == pytest.approx(0.102)
+    assert all(g == pytest.approx(0.102, abs=1e-9) for g in gaps)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rate=st.sampled_from([3.0, 10.0, 50.0, 200.0]),
+    delays=st.lists(st.floats(min_value=0.0, max_value=0.12), min_size=30, max_size=300),
+)
+def test_late_sends_are_allowed_for(rate: float, delays: list[float]) -> None:
+    """Requests go out a random while after their start is granted (a busy event loop). With the
+    transport reporting each send (:func:`mark_sent`), the *sends* — what the vendor counts — stay
+    within the limit in every sliding second, even with (almost) no safety margin."""
+
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        # 1 µs instead of 0: sends exactly 1 s apart would be float ties at the window's edge.
+        limiter = RateLimiter(1000, rate, safety_margin_s=1e-6, clock=loop.time)
+        sends: list[float] = []
+
+        async def job(delay: float) -> None:
+            async with limiter:
+                await asyncio.sleep(delay)
+                mark_sent()
+                sends.append(loop.time())
+
+        await asyncio.gather(*(job(d) for d in delays))
+        return sends
+
+    sends = run_virtual(main)
+    assert max_in_window(sends, 1.0) <= math.floor(rate)
+
+
+def test_without_feedback_late_sends_break_the_window() -> None:
+    """The counter-example the feedback exists for: the first request of a window goes out late."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        limiter = RateLimiter(1000, 10, safety_margin_s=0.0, clock=loop.time)
+        sends: list[float] = []
+
+        async def job(delay: float, report: bool) -> None:
+            async with limiter:
+                await asyncio.sleep(delay)
+                if report:
+                    mark_sent()
+                sends.append(loop.time())
+
+        delays = [0.05] + [0.0] * 10 + [0.05] + [0.0] * 10
+        await asyncio.gather(*(job(d, report=False) for d in delays))
+        without = max_in_window(sends, 1.0)
+        sends.clear()
+        await asyncio.sleep(3)  # an idle spell: a fresh grid
+        await asyncio.gather(*(job(d, report=True) for d in delays))
+        with_feedback = max_in_window(sends, 1.0)
+        assert with_feedback <= 10
+        return without
+
+    assert run_virtual(main) == 11
 
 
 def test_in_flight_cap_binds_before_rate() -> None:
@@ -373,3 +430,41 @@ def test_invalid_arguments_and_unbalanced_release() -> None:
     with pytest.raises(RuntimeError):
         RateLimiter(1).release()
     assert "max_in_flight=3" in repr(RateLimiter(3, 5))
+
+
+def test_transport_reports_when_the_request_goes_out(sandbox) -> None:  # noqa: ANN001
+    """Through passflow's transport, the limiter learns the real grant-to-send delay; through a
+    plain transport it learns nothing (and keeps only its safety margin)."""
+    import httpx
+
+    from passflow.providers.pool_shards import ShardedPoolTransport
+
+    async def late_requests(transport: httpx.AsyncBaseTransport) -> float:
+        limiter = RateLimiter(4, 100)
+        async with httpx.AsyncClient(base_url=sandbox.url, transport=transport) as http:
+            for _ in range(3):
+                async with limiter:
+                    await asyncio.sleep(0.05)  # the event loop was busy: the request leaves late
+                    (await http.get("/_admin/health")).raise_for_status()
+        return limiter.lateness()
+
+    assert 0.05 <= asyncio.run(late_requests(ShardedPoolTransport(4))) < 0.5
+    assert asyncio.run(late_requests(httpx.AsyncHTTPTransport())) == 0.0
+
+
+def test_a_vendor_refusal_widens_the_margin_then_it_narrows_back() -> None:
+    async def main() -> tuple[float, float, float, int]:
+        loop = asyncio.get_running_loop()
+        limiter = RateLimiter(100, 10, clock=loop.time)
+        base = limiter.interval
+        for _ in range(5):  # one burst of 429s is one finding: widened once
+            limiter.refused()
+        widened = limiter.interval
+        await drive(limiter, [(31.0, 0.0)] * 2, loop.time)  # a start after 30 quiet seconds
+        return base, widened, limiter.interval, limiter.refusals
+
+    base, widened, later, refusals = run_virtual(main)
+    assert base == pytest.approx(1.02 / 10)
+    assert widened == pytest.approx(1.03 / 10)
+    assert later == pytest.approx(base)
+    assert refusals == 5

@@ -414,6 +414,7 @@ def test_429_with_retry_after_seconds_pauses_the_whole_limiter(vendor: FakeVendo
     first, second, client = asyncio.run(main())
     assert first.ok and first.attempts == 2 and second.ok and second.attempts == 1
     assert client.limiter.pauses == 1
+    assert client.limiter.refusals == 1  # and the margin widened: the vendor's count beat ours
     creates = [t for route, t in vendor.arrivals if route == "create"]
     assert len(creates) == 3
     assert creates[1] - creates[0] >= 0.29 and creates[2] - creates[0] >= 0.29

@@ -693,6 +693,8 @@ class PassmachineClient:
                 continue
 
             # retry
+            if out.status == 429:
+                self.limiter.refused()  # the vendor counted more than we did: widen the margin
             if out.retry_after is not None and out.status in (429, 503):
                 self.limiter.pause_for(out.retry_after)  # the limit is shared: everyone waits
             delay = policy.delay(attempts, out.retry_after, self._rng)

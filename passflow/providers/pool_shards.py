@@ -6,6 +6,10 @@ with the 30–80 connections a few hundred requests/s need it dominated the clie
 with py-spy at 200/s: ~40 % of the event loop thread). Several pools of a few connections each do the
 same job with O(pool size) work per request. Requests go to the shard with the fewest open
 responses, so connections are reused as much as with one pool.
+
+It also tells the rate limiter when each request's headers are actually written (httpcore's
+``trace`` hook → :func:`passflow.limiter.mark_sent`), so the limiter can allow for the delay between
+granting a start and the request going out (see the limiter's "Lateness").
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import math
 from collections.abc import AsyncIterator
 
 import httpx
+
+from passflow.limiter import trace_sends
 
 __all__ = ["ShardedPoolTransport"]
 
@@ -34,6 +40,8 @@ class ShardedPoolTransport(httpx.AsyncBaseTransport):
         return len(self._shards)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if "trace" not in request.extensions:  # a caller's own trace hook wins
+            request.extensions["trace"] = trace_sends
         i = self._open.index(min(self._open))
         self._open[i] += 1
         try:

@@ -29,6 +29,7 @@ import httpx
 from passflow.errors import ConfigError
 from passflow.limiter import RateLimiter
 from passflow.providers.http_retry import RetryPolicy
+from passflow.providers.pool_shards import ShardedPoolTransport
 
 __all__ = ["SKYCORE_UPDATE_TYPES", "SkycoreApiClient", "UpdateResult"]
 
@@ -69,6 +70,8 @@ class SkycoreApiClient:
         self._key = api_key
         self._policy = policy or RetryPolicy()
         self._rng = rng
+        if transport is None:  # the same pools and send-time feedback to the limiter as Passmachine's
+            transport = ShardedPoolTransport(limiter.max_in_flight)
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             transport=transport,
@@ -124,6 +127,8 @@ class SkycoreApiClient:
             last = self._scrub(outcome.reason)
             if outcome.kind == "permanent":
                 return UpdateResult(False, status, f"HTTP{status}" if status else "error", last, attempts)
+            if status == 429:
+                self.limiter.refused()  # the vendor counted more than we did: widen the margin
             if outcome.retry_after is not None:
                 self.limiter.pause_for(outcome.retry_after)
             if attempts < policy.max_attempts:
