@@ -14,6 +14,8 @@ Guarantees
 * At any moment, ``in_flight <= max_in_flight`` (Bloomreach's "throughput limit 10" is in-flight).
 * In **any** sliding 1-second window the number of request *starts* is ``<= max_per_second``
   (for fractional limits ``>= 1`` that means ``<= floor(max_per_second)``, since a count is whole).
+  With a transport that reports sends (see "Lateness"), the same holds for the moments requests
+  actually go out, which is what the vendor counts.
 * Waiters are served strictly first come, first served.
 * :meth:`RateLimiter.pause_for` / :meth:`RateLimiter.pause_until` stop *all* new starts until the
   deadline: a vendor's ``Retry-After`` applies to the shared limit, not only to the refused request.
