@@ -761,11 +761,13 @@ def _aligned_positions(plan: pd.DataFrame, todo_mask: pd.Series, ok: pd.DataFram
     pos = np.flatnonzero(todo_mask.to_numpy(dtype=bool))
     if pos.shape[0] != len(ok):
         return None
-    expected = pa.array(plan["customer_id"].iloc[pos], from_pandas=True)
-    got = pa.array(ok["customer_id"], from_pandas=True)
-    if expected.null_count or got.null_count or not pc.all(pc.equal(expected, got)).as_py():
+    try:
+        expected = pa.array(plan["customer_id"].iloc[pos], from_pandas=True)
+        got = pa.array(ok["customer_id"], from_pandas=True)
+        same = not expected.null_count and not got.null_count and pc.all(pc.equal(expected, got)).as_py()
+    except (pa.ArrowException, TypeError, ValueError):  # ids that are not all strings: join instead
         return None
-    return pos
+    return pos if same else None
 
 
 @functools.lru_cache(maxsize=4096)  # mapped over every kept row: a run's rows share a few times
