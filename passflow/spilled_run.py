@@ -65,9 +65,6 @@ class SpilledRun:
             for pos in _positions(hashes[start : start + _BUILD_SLICE], bits):
                 np.bitwise_or.at(self._bloom, pos >> np.uint64(3), np.left_shift(1, pos & np.uint64(7)).astype(np.uint8))
 
-    def close(self) -> None:
-        self._file.close()
-
     def _maybe(self, positions: list[np.ndarray]) -> np.ndarray:
         hit = np.ones(positions[0].shape[0], dtype=bool)
         for pos in positions:

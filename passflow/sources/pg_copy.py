@@ -27,9 +27,9 @@ _BLOCK = 4 << 20  # bytes Arrow parses at a time
 
 def copy_usable(driver_conn: Any) -> bool:
     """A psycopg (3) connection whose client encoding is UTF-8 (COPY's bytes go straight to Arrow)."""
-    module = type(driver_conn).__module__
+    package = type(driver_conn).__module__.split(".")[0]  # not psycopg2: its cursors have no copy()
     info = getattr(driver_conn, "info", None)
-    return module.startswith("psycopg") and getattr(info, "encoding", "") in ("utf-8", "utf8")
+    return package == "psycopg" and getattr(info, "encoding", "") in ("utf-8", "utf8")
 
 
 def text_columns(driver_conn: Any, sql: str) -> list[str] | None:
