@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from passflow.errors import SourceError
-from passflow.sources import read_sql_chunks
+from passflow.sources import read_sql_chunks, sql_source
 from passflow.sources.sql_source import _value_to_str
 
 
@@ -311,6 +311,51 @@ def test_postgres_query_streams_with_server_side_cursor(pg_url: str) -> None:
     # A named (server-side) cursor: rows are fetched from the server per chunk, not all at once.
     assert len(cursors) == 1
     assert type(cursors[0]).__name__ == "ServerCursor", type(cursors[0])
+
+
+@pytest.mark.postgres
+def test_postgres_text_columns_come_by_copy_exactly_as_by_the_driver(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All-text results take COPY + Arrow (passflow.sources.pg_copy): same chunks, values, ordinals."""
+    values = ["a", None, "", "x,y", 'q"uote', "multi\nline", "cr\rx", "Zoë 漢字 😀", "  pad ", "\\N", "NULL", "\t"]
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("create table seg (id text, v varchar(50), w char(4), z text)"))
+        conn.execute(
+            sa.text("insert into seg values (:i, :v, :w, :z)"),
+            [{"i": str(i), "v": v, "w": None if i % 3 else "ab", "z": v} for i, v in enumerate(values * 9)],
+        )
+        conn.execute(sa.text("create table one (v text)"))
+        conn.execute(sa.text("insert into one values (:v)"), [{"v": v} for v in [None, "", None, "x", None]])
+    engine.dispose()
+    copies: list[str] = []
+    real_copy_tables = sql_source.copy_tables
+
+    def spy(driver, sql, width, chunk_size):  # noqa: ANN001, ANN202
+        copies.append(sql)
+        return real_copy_tables(driver, sql, width, chunk_size)
+
+    monkeypatch.setattr(sql_source, "copy_tables", spy)
+    cases = [
+        ({"table": "seg"}, 25, True),
+        ({"table": "one"}, 2, True),  # a NULL in a one-column row is an empty line
+        ({"query": "select id, v from seg where id::int % 2 = 0"}, 7, False),  # "%": driver path
+        ({"query": "select z, id from seg where false"}, 10, True),  # no rows
+        ({"query": "select id, length(v) as n from seg"}, 50, False),  # not all text
+        ({"query": "select id from seg;"}, 50, False),  # COPY refuses it: driver path
+    ]
+    for kwargs, chunk_size, by_copy in cases:
+        copies.clear()
+        fast = list(read_sql_chunks(pg_url, chunk_size=chunk_size, **kwargs))
+        assert bool(copies) == by_copy, kwargs
+        with monkeypatch.context() as m:
+            m.setattr(sql_source, "_copy_chunks", lambda *a, **k: None)
+            slow = list(read_sql_chunks(pg_url, chunk_size=chunk_size, **kwargs))
+        assert len(fast) == len(slow), kwargs
+        for a, b in zip(fast, slow, strict=True):
+            assert_chunk_convention(a)
+            pd.testing.assert_frame_equal(a, b)
 
 
 @pytest.mark.postgres

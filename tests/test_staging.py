@@ -247,6 +247,31 @@ def test_seen_keys_as_a_set() -> None:
         seen.check_and_add_hashes(values[:1], np.array([1]))
 
 
+
+@pytest.mark.parametrize("spill_keys", [1, 7, 60, 400])
+def test_seen_keys_spilled_to_disk_answer_like_in_memory(spill_keys: int) -> None:
+    """Big sets move their keys to disk (Bloom filter + pages): same first rows, same membership."""
+    rng = random.Random(spill_keys)
+    for _ in range(10):
+        memory, disk, row = SeenKeys(), SeenKeys(spill_keys=spill_keys), 2
+        for _ in range(rng.randint(1, 25)):
+            n = rng.randint(0, 250)
+            keys = pd.Series([f"k{rng.randint(0, 1500)}" for _ in range(n)], dtype="str")
+            rows = pd.Series(range(row, row + n))
+            row += n
+            assert disk.check_and_add(keys, rows).tolist() == memory.check_and_add(keys, rows).tolist()
+        assert len(disk) == len(memory)
+        assert disk._spilled or len(memory) <= spill_keys
+    as_set, ref = SeenKeys(spill_keys=spill_keys), SeenKeys()
+    for _ in range(15):
+        values = hash_keys(pd.Series([f"z{rng.randint(0, 2000)}" for _ in range(rng.randint(0, 200))], dtype="str"))
+        assert (as_set.contains(values) == ref.contains(values)).all()
+        new = np.unique(values[~ref.contains(values)])
+        as_set.add(new)
+        ref.add(new)
+    with pytest.raises(ValueError, match="not both"):
+        as_set.check_and_add_hashes(hash_keys(pd.Series(["x"], dtype="str")), np.array([1]))
+
 # -- link encoding and validation fast paths -------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from passflow.errors import SourceError
 from passflow.sources.csv_source import ROW_COLUMN
+from passflow.sources.pg_copy import copy_tables, copy_usable, text_columns
 
 __all__ = ["read_sql_chunks"]
 
@@ -124,6 +125,17 @@ def _iter_chunks(
     ordinal = 0
     try:
         with engine.connect() as conn:
+            copied = _copy_chunks(conn, stmt, what, chunk_size, shown)
+            if copied is not None:  # PostgreSQL, text columns: COPY + Arrow (passflow.sources.pg_copy)
+                for chunk in copied:
+                    yield chunk
+                    ordinal += len(chunk)
+                return
+            if conn.dialect.name == "sqlite":  # the driver's own cursor: no SQLAlchemy Row per row
+                for chunk in _sqlite_chunks(conn, stmt, what, chunk_size, shown):
+                    yield chunk
+                    ordinal += len(chunk)
+                return
             streaming = conn.execution_options(stream_results=True, yield_per=chunk_size)
             result = streaming.execute(stmt)
             names = _column_names(list(result.keys()), what, shown)
@@ -132,12 +144,70 @@ def _iter_chunks(
                 ordinal += len(part)
     except SourceError:
         raise
-    except sa.exc.SQLAlchemyError as exc:
+    except (sa.exc.SQLAlchemyError, *_driver_errors(engine)) as exc:
         raise SourceError(
             f"{shown}: reading {what} failed after {ordinal} rows: {_describe(exc, url)}"
         ) from None
     finally:
         engine.dispose()
+
+
+def _driver_errors(engine: Engine) -> tuple[type[BaseException], ...]:
+    """The DBAPI's own error class (the COPY path talks to the driver directly)."""
+    error = getattr(engine.dialect.dbapi, "Error", None)
+    return (error,) if isinstance(error, type) and issubclass(error, BaseException) else ()
+
+
+def _sqlite_chunks(
+    conn: sa.Connection, stmt: sa.Executable, what: str, chunk_size: int, shown: str
+) -> Iterator[pd.DataFrame]:
+    """SQLite rows straight from the sqlite3 cursor (``fetchmany``). Values are the driver's either
+    way (a ``SELECT *`` or a text query has no column types for SQLAlchemy to process); what this
+    saves is a SQLAlchemy Row object per row and unpacking it again: ~40 % of reading 1M rows."""
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(str(stmt.compile(dialect=conn.dialect)))
+        if cursor.description is None:  # not a SELECT: what SQLAlchemy's result says about it
+            raise sa.exc.ResourceClosedError(
+                "This result object does not return rows. It has been closed automatically."
+            )
+        names = _column_names([d[0] for d in cursor.description], what, shown)
+        ordinal = 0
+        while rows := cursor.fetchmany(chunk_size):
+            yield _build_chunk(names, rows, ordinal)
+            ordinal += len(rows)
+    finally:
+        cursor.close()
+
+
+def _copy_chunks(
+    conn: sa.Connection, stmt: sa.Executable, what: str, chunk_size: int, shown: str
+) -> Iterator[pd.DataFrame] | None:
+    """Chunks read by COPY when the source is PostgreSQL (psycopg) and every column is text; else None."""
+    if conn.dialect.name != "postgresql":
+        return None
+    driver = conn.connection.driver_connection
+    if not copy_usable(driver):
+        return None
+    sql = str(stmt.compile(dialect=conn.dialect))
+    if "%" in sql:  # compiled for psycopg's paramstyle ("%" doubled); the driver path sends it right
+        return None
+    columns = text_columns(driver, sql)
+    if columns is None:
+        return None
+    names = _column_names(columns, what, shown)
+    return _copied(driver, sql, names, chunk_size)
+
+
+def _copied(driver: Any, sql: str, names: list[str], chunk_size: int) -> Iterator[pd.DataFrame]:
+    start = 0
+    for table in copy_tables(driver, sql, len(names), chunk_size):
+        data = {
+            name: pd.Series(table.column(i).combine_chunks(), dtype="str") for i, name in enumerate(names)
+        }
+        data[ROW_COLUMN] = pd.Series(np.arange(start + 1, start + table.num_rows + 1, dtype=np.int64))
+        start += table.num_rows
+        yield pd.DataFrame(data)
 
 
 def _column_names(keys: list[str], what: str, shown: str) -> list[str]:
