@@ -25,6 +25,7 @@ Usage:  python bench/bench_api.py [--customers 50000] [--rates 10 50 200 500] [-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -91,6 +92,16 @@ def sequential_rate(base_url: str, seconds: float = 10.0) -> float:
         return n / (time.perf_counter() - t0)
 
 
+def favour_the_vendor(pid: int | None) -> None:
+    """A real vendor counts arrivals on its own machines. Here the sandbox shares two cores with the
+    client, and when it waits for a core its clock reads arrivals late and bunched (measured: the
+    client's sends never exceeded 198 in any second at 200/s while the sandbox counted 201). A higher
+    CPU priority for the sandbox keeps its clock honest; without the permission, it runs as is."""
+    if pid is not None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, pid, -10)
+
+
 def steady_rate(arrivals: list[float], trim: float = 0.1) -> float:
     """Arrivals per second over the middle of the run (the first and last ``trim`` of the span cut)."""
     if len(arrivals) < 10:
@@ -120,6 +131,7 @@ def issue_once(rate: float, customers: int, latency_ms: float) -> dict[str, obje
     # enough in flight that the rate, not latency, is the bound (Little's law, with headroom)
     in_flight = max(2, math.ceil(rate * latency_ms / 1000 * 2) + 2)
     sandbox = start_sandbox_process(latency_ms=latency_ms, max_in_flight=in_flight, max_per_second=int(rate))
+    favour_the_vendor(sandbox.pid)
     try:
         with tempfile.TemporaryDirectory(prefix="passflow-bench-api-") as tmp:
             out = Path(tmp)
