@@ -58,9 +58,12 @@ jitter.
 Saturated, starts come every ``W / N`` seconds, i.e. ``N / (1 + safety_margin_s)`` per second: 0.98
 of the limit with the default 20 ms margin, a little less when sends are late (each late send delays
 the start ``N`` later by its own lateness; it could not go faster anyway). The margin covers the
-vendor's side: its clock is read when its handler runs, and with 10 ms a loaded 2-core machine
-running the sandbox showed 11 arrivals in one second for a limit of 10. Set the margin to 0 for an
-exact client-side bound on grants.
+vendor's side: its clock is read when its handler runs, which a busy core or a garbage collection
+on its side delays by some ms (the sandbox once stalled 120 ms, then stamped its backlog at once;
+fixed there, see ``passflow/sandbox/runner.py``). Where the vendor's jitter is larger still, its
+429 is the evidence: :meth:`RateLimiter.refused` widens the margin by 10 ms (up to +100 ms, at most
+once a window) and it narrows back after 30 s without a refusal. Set the margin to 0 for an exact
+client-side bound on grants.
 
 For ``max_per_second < 1`` (e.g. 0.5/s) the rule is one start per ``1 / max_per_second`` seconds
 (plus the margin). ``max_per_second=None`` disables pacing; only the in-flight cap applies.
@@ -89,7 +92,7 @@ _WIDEN_STEP_S = 0.01
 _MAX_EXTRA_MARGIN_S = 0.1
 _NARROW_AFTER_S = 30.0
 
-# The grant the current task holds and has not sent yet: (limiter, grant time). Set by acquire() and
+# The grant the current task holds and has not sent yet: (limiter, its log entry). Set by acquire() and
 # read by mark_sent(), which the transport calls from the same task when the request goes out.
 _unsent_grant: ContextVar[tuple[RateLimiter, _Start] | None] = ContextVar("passflow_unsent_grant", default=None)
 
