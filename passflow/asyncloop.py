@@ -25,10 +25,33 @@ T = TypeVar("T")
 _SWITCH_INTERVAL_S = 0.0005
 
 
+# The interval is process-wide and loops may overlap (an update run inside an issuing process):
+# the first loop to start saves the original, the last one to close puts it back.
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.0
+
+
+def _shorten_switch_interval() -> None:
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_saved, _SWITCH_INTERVAL_S))
+        _switch_users += 1
+
+
+def _restore_switch_interval() -> None:
+    global _switch_users
+    with _switch_lock:
+        _switch_users -= 1
+        if _switch_users == 0:
+            sys.setswitchinterval(_switch_saved)
+
+
 class BackgroundLoop:
     def __init__(self, name: str = "passflow-io") -> None:
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._switch_interval, _SWITCH_INTERVAL_S))
+        _shorten_switch_interval()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -51,4 +74,4 @@ class BackgroundLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()
-        sys.setswitchinterval(self._switch_interval)
+        _restore_switch_interval()

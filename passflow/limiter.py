@@ -163,7 +163,6 @@ class RateLimiter:
         self._log: deque[_Start] = deque(maxlen=max(self._n, 1))  # the last N starts
         # Sliding maximum of grant-to-send delays (time observed, delay), delays decreasing.
         self._lateness: deque[tuple[float, float]] = deque()
-        self._lateness_horizon = 2 * self._window
         self._tat = -math.inf  # GCRA theoretical arrival time of the next start
         self._paused_until = -math.inf
 
@@ -201,7 +200,7 @@ class RateLimiter:
 
     def lateness(self) -> float:
         """The worst grant-to-send delay reported by :func:`mark_sent` in the last two windows."""
-        horizon = self._clock() - self._lateness_horizon
+        horizon = self._clock() - 2 * self._window
         while self._lateness and self._lateness[0][0] < horizon:
             self._lateness.popleft()
         return self._lateness[0][1] if self._lateness else 0.0

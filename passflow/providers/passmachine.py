@@ -494,14 +494,12 @@ class PassmachineClient:
         if transport is None:
             transport = ShardedPoolTransport(limiter.max_in_flight + 1)
         self._transport = transport
+        self._timeout_ext = self._timeout.as_dict()  # what httpcore reads; the same for every pass call
         self._pass_call_base = settings.base_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=settings.base_url,
             transport=transport,
             timeout=self._timeout,
-            limits=httpx.Limits(
-                max_connections=limiter.max_in_flight + 1, max_keepalive_connections=limiter.max_in_flight
-            ),
             follow_redirects=False,
             headers={"User-Agent": "passflow"},
         )
@@ -794,7 +792,7 @@ class PassmachineClient:
             httpx.URL(self._pass_call_base + path, params=params),
             headers={"User-Agent": "passflow", **headers},
             content=content,
-            extensions={"timeout": self._timeout.as_dict()},
+            extensions={"timeout": self._timeout_ext},
         )
         response = await self._transport.handle_async_request(request)
         response.request = request

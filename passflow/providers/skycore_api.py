@@ -76,7 +76,6 @@ class SkycoreApiClient:
             base_url=base_url.rstrip("/"),
             transport=transport,
             timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=limiter.max_in_flight),
             follow_redirects=False,
             headers={"User-Agent": "passflow"},
         )
