@@ -27,7 +27,7 @@ from passflow.errors import PassflowError
 from passflow.report import failure_markdown, funnel_markdown, report_progress, summary_markdown, summary_rows
 from passflow.secrets import redact
 from passflow.shutdown import graceful_stop
-from tasks.issue_tasks import deliver_batch, end_staging, finish_deliveries, stage_chunk
+from tasks.issue_tasks import deliver_segment, end_staging, stage_segment
 
 
 class IssueRequest(BaseModel):
@@ -138,10 +138,7 @@ def issue_passes(request: IssueRequest) -> dict[str, Any] | State:
     try:
         # Prefect's own SIGTERM handler would abort mid-call; ours lets the calls in flight land first.
         with graceful_stop(logger):
-            for chunk in run.source_chunks():
-                first, last = int(chunk["__row__"].iloc[0]), int(chunk["__row__"].iloc[-1])
-                stage_chunk.with_options(task_run_name=f"stage-rows-{first}-{last}")(run, chunk)
-                report_progress("read", run.counts.read)
+            stage_segment(run)
             end_staging(run)
             logger.info(
                 "staged %d rows: %d ready, %d rejected", run.counts.read, run.counts.prepared, run.counts.rejected
@@ -149,20 +146,22 @@ def issue_passes(request: IssueRequest) -> dict[str, Any] | State:
             total = run.batch_count
             report_progress("deliver", 0, total)
             last_update = time.monotonic()
-            for i in range(total):
-                deliver_batch.with_options(task_run_name=f"deliver-batch-{i + 1}-of-{total}")(run, i)
-                report_progress("deliver", i + 1, total)
+
+            def delivered(done: int, total: int) -> None:
+                nonlocal last_update
+                report_progress("deliver", done, total)
                 # Each update is an API call (server CPU a big link run competes with): at most one
                 # every PROGRESS_EVERY_S; the last batch always reports.
-                if i + 1 == total or time.monotonic() - last_update >= PROGRESS_EVERY_S:
+                if done == total or time.monotonic() - last_update >= PROGRESS_EVERY_S:
                     last_update = time.monotonic()
                     update_progress_artifact(
                         progress,
-                        100.0 * (i + 1) / total,
-                        description=f"{campaign.name}: {i + 1} of {total} batches delivered "
+                        100.0 * done / total,
+                        description=f"{campaign.name}: {done} of {total} batches delivered "
                         f"({run.counts.read} rows read, {run.counts.rejected} rejected)",
                     )
-            finish_deliveries(run)  # the last batch is still being sent (batches overlap)
+
+            deliver_segment(run, delivered)
             result = run.commit()
     except BaseException as exc:
         run.abort(exc)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from passflow.config import load_campaign
 from passflow.engine import IssueRun
 from passflow.ledger import Ledger
-from tasks.issue_tasks import deliver_batch, end_staging, finish_deliveries, stage_chunk
+from tasks.issue_tasks import deliver_segment, end_staging, stage_segment
 
 
 class ShardRequest(BaseModel):
@@ -74,12 +74,9 @@ def issue_passes_shard(request: ShardRequest) -> dict[str, Any]:
     run = IssueRun(campaign, logger=logger, shard=shard, flow_name="issue-passes-shard")
     logger.info("run %s: %s shard %d of %d", run.run_id, campaign.name, shard[0] + 1, shard[1])
     try:
-        for chunk in run.source_chunks():
-            stage_chunk(run, chunk)
+        stage_segment(run)
         end_staging(run)
-        for i in range(run.batch_count):
-            deliver_batch.with_options(task_run_name=f"deliver-batch-{i + 1}-of-{run.batch_count}")(run, i)
-        finish_deliveries(run)
+        deliver_segment(run)
         result = run.commit()
     except BaseException as exc:
         run.abort(exc)

@@ -42,6 +42,7 @@ from passflow.config import Campaign
 from passflow.errors import RejectRateExceeded, VendorError
 from passflow.exports import (
     AttributeExport,
+    CsvCells,
     DbAttributeExport,
     cleanup_stale_partials,
     export_file_prefix,
@@ -453,14 +454,36 @@ class IssueRun:
             assert self._pool is not None
             self._ledger_writer = self._pool.ledger_writer(self.campaign.ledger.url, self._workdir)
 
-    def _record(self, outcomes: pd.DataFrame) -> None:
+    def _record(self, outcomes: pd.DataFrame, *, spooled: Path | None = None) -> None:
+        """Record a batch's outcomes. ``spooled``: the batch's spool file, when the outcomes are what
+        the issuer's ``deliver`` makes of every row of it (the ledger writer rebuilds them from there)."""
         assert self.ledger is not None
         crash_point("record")
         release_memory()  # what the previous batch left, before this one's exports
         if self._ledger_writer is not None:
+            if spooled is not None:
+                self._ledger_writer.record_spooled(
+                    self.campaign.name, self.campaign.provider, spooled, self.run_id, self.now
+                )
+                return
             self._ledger_writer.record(self.campaign.name, self.campaign.provider, outcomes, self.run_id)
         else:
             self.ledger.record(self.campaign.name, self.campaign.provider, outcomes, self.run_id)
+
+    def _spooled_outcomes(self, batch: _Sending, result: pd.DataFrame) -> Path | None:
+        """The batch's spool file, if the ledger writer can rebuild ``result`` from it: an issuer
+        whose delivery is pure computation (links) delivered every row of the batch, and nothing
+        else (reconciled rows) came with them. Saves writing the outcomes to a second file."""
+        if (
+            self._ledger_writer is None
+            or not self.issuer.delivers_from_spool
+            or len(batch.outcomes) != 1  # reconciled rows besides the delivery's
+            or len(result) != batch.rows
+            or not bool(batch.todo_mask.all())
+        ):
+            return None
+        assert self._spool_reader is not None
+        return self._spool_reader.path(batch.index)
 
     def _batch_done(self) -> None:
         assert self.ledger is not None
@@ -530,7 +553,9 @@ class IssueRun:
             return {"rows": len(df), "todo": int(todo_mask.sum())}
 
         sending = self.issuer.start_deliver(todo[df.columns], ctx, self.ledger) if len(todo) else None
-        batch = _Sending(plan, outcomes, reconciled_ids, unchanged, changed, reissue, sending, len(df), todo_mask)
+        batch = _Sending(
+            plan, outcomes, reconciled_ids, unchanged, changed, reissue, sending, len(df), todo_mask, index
+        )
         # An issuer that overlaps batches (API calls) keeps this batch's requests going out while the
         # previous batch is recorded and exported: the pipe to the vendor never drains at a boundary.
         previous, self._sending = self._sending, None
@@ -559,7 +584,7 @@ class IssueRun:
         if batch.sending is not None:
             outcomes.append(batch.sending.result())
         result = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
-        self._record(result[OUTCOME_COLUMNS])
+        self._record(self.issuer.for_ledger(result[OUTCOME_COLUMNS]), spooled=self._spooled_outcomes(batch, result))
         stop_reason = getattr(self.issuer, "stop_reason", None)
         if stop_reason:
             # Recorded first, so the rerun knows exactly what was sent; then stop loudly.
@@ -609,7 +634,8 @@ class IssueRun:
             kept = plan.loc[kept_mask]
             kept = kept.assign(
                 pass_id=kept["prev_pass_id"].fillna(""),
-                pass_link=kept["prev_pass_link"].fillna(""),
+                # without stored links, an unchanged row's link is the one built again for this run
+                pass_link=(kept["prev_pass_link"] if self.issuer.ledger_keeps_links else kept["pass_link"]).fillna(""),
                 pass_gendate=kept["prev_issued_at"].map(_iso),
             )
             frames.append(kept[export_cols])
@@ -619,8 +645,9 @@ class IssueRun:
             "str"
         )
         rows_out = self._add_install_status(rows_out)
+        cells = CsvCells(rows_out)  # columns the formats share are encoded once
         for exp in self.exports:
-            exp.write(rows_out)
+            exp.write(rows_out, cells)
             crash_point("export")
         if self.db_export is not None:
             self.db_export.write(rows_out)
@@ -638,7 +665,7 @@ class IssueRun:
         try:
             outcomes = batch.outcomes + ([batch.sending.result()] if batch.sending is not None else [])
             if outcomes:
-                self._record(pd.concat(outcomes, ignore_index=True)[OUTCOME_COLUMNS])
+                self._record(self.issuer.for_ledger(pd.concat(outcomes, ignore_index=True)[OUTCOME_COLUMNS]))
         except Exception as exc:  # noqa: BLE001 - never mask the original error; its rows stay pending
             self.log.warning("the batch in flight was not recorded: %s: %s", type(exc).__name__, exc)
 
@@ -750,6 +777,7 @@ class _Sending:
     sending: Sending | None
     rows: int
     todo_mask: pd.Series
+    index: int  # of the spooled batch
 
 
 def _aligned_positions(plan: pd.DataFrame, todo_mask: pd.Series, ok: pd.DataFrame) -> np.ndarray | None:

@@ -238,15 +238,30 @@ def _quote_cells(arr: pa.Array) -> pa.Array:
     return pc.if_else(needs, quoted, arr)
 
 
+class CsvCells:
+    """A chunk's columns as finished CSV cells (formulas neutralised, quoted where needed), each
+    encoded once however many exports of the run write it (both formats share most columns)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._cells: dict[str, pa.Array] = {}
+
+    def __getitem__(self, column: str) -> pa.Array:
+        if column not in self._cells:
+            self._cells[column] = _quote_cells(_to_large_string(neutralise_formulas(self.frame[column])))
+        return self._cells[column]
+
+
 def _csv_lines(columns: Sequence[pa.Array]) -> pa.Array:
-    """One `large_string` per row holding the finished CSV line including its `\\n`.
+    """One `large_string` per row holding the finished CSV line including its `\\n`, from finished
+    cells (:class:`CsvCells`).
 
     A single element-wise join with the separators interleaved as scalars: one pass over the data.
     Nulls become empty fields.
     """
     args: list[pa.Array | pa.Scalar] = []
     for i, col in enumerate(columns):
-        args.append(_quote_cells(col))
+        args.append(col)
         args.append(_NEWLINE if i == len(columns) - 1 else _COMMA)
     lines = pc.binary_join_element_wise(*args, _EMPTY, null_handling="replace", null_replacement="")
     if isinstance(lines, pa.ChunkedArray):
@@ -379,8 +394,9 @@ class AttributeExport:
         """Output header, known after the first `write()` (Bloomreach looks for email/phone in it)."""
         return None if self._columns is None else [out for _, out in self._columns]
 
-    def write(self, df: pd.DataFrame) -> None:
-        """Append a chunk. Rows without a customer id or with an id already written are dropped."""
+    def write(self, df: pd.DataFrame, cells: CsvCells | None = None) -> None:
+        """Append a chunk. Rows without a customer id or with an id already written are dropped.
+        ``cells``: the chunk's :class:`CsvCells`, shared by the exports that write the same chunk."""
         self._require_open()
         if self._columns is None:
             self._columns = self._plan_columns(df)
@@ -390,9 +406,10 @@ class AttributeExport:
         if len(df) == 0:
             return
 
-        series = {out: neutralise_formulas(df[src]) for src, out in self._columns}
+        if cells is None or cells.frame is not df:
+            cells = CsvCells(df)
         keep = self._keep_mask(df["customer_id"])
-        arrays = [_to_large_string(s) for s in series.values()]
+        arrays = [cells[src] for src, _ in self._columns]
         if not keep.all():
             mask = pa.array(keep)
             arrays = [a.filter(mask) for a in arrays]
@@ -731,7 +748,8 @@ def write_report_csv(df: pd.DataFrame, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{_PARTIAL_SUFFIX}")
-    columns = [_to_large_string(neutralise_formulas(df[c].astype("str"))) for c in df.columns]
+    cells = CsvCells(df.astype("str"))
+    columns = [cells[c] for c in df.columns]
     header = ",".join(_csv_field(str(c)) for c in df.columns) + "\n"
     try:
         with tmp.open("wb") as f:

@@ -1,4 +1,6 @@
 """The ledger: one row per (campaign, customer) — what was issued, when, and from which inputs.
+(Skycore rows carry no link: it is a pure function of the values its checksum, the row's
+fingerprint, covers; see ``Issuer.ledger_keeps_links``.)
 
 It makes reruns idempotent (issued rows with an unchanged fingerprint are skipped), lets a crashed
 run resume (``pending`` rows are intents whose outcome is unknown), and lets updates find pass ids.
@@ -11,6 +13,7 @@ Statuses: ``pending`` (intent written, vendor call under way or interrupted), ``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -18,6 +21,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -77,13 +81,15 @@ locks_table = sa.Table(
 )
 
 LOOKUP_BATCH = 5_000  # ids per IN (...) query; well under SQLite's and PostgreSQL's parameter limits
-# Rows per upsert statement in record(): 13 parameters a row, within SQLite's limit on parameters
-# (32766 since 3.32, 999 before).
-SQLITE_ROWS_PER_STATEMENT = 200 if sqlite3.sqlite_version_info >= (3, 32) else 76
 _RECORD_COLUMNS = [
     "campaign", "customer_id", "provider", "status", "pass_id", "pass_link", "fingerprint",
     "attempts", "last_error", "run_id", "created_at", "updated_at", "issued_at",
 ]  # fmt: skip
+# The columns of record() that differ from row to row; the others are one value for the batch.
+_ROW_COLUMNS = ["customer_id", "status", "pass_id", "pass_link", "fingerprint", "last_error", "issued_at"]
+# Rows per INSERT into the SQLite staging table: 7 parameters a row, within SQLite's limit on
+# parameters (32766 since 3.32, 999 before).
+SQLITE_ROWS_PER_STATEMENT = 200 if sqlite3.sqlite_version_info >= (3, 32) else 140
 STALE_LOCK = timedelta(minutes=10)
 
 
@@ -123,11 +129,40 @@ def _record_sql(dialect: str, rows: int) -> str:
     )
 
 
+# SQLite: record() inserts the batch's per-row values into a temporary table of its connection,
+# then upserts them into the ledger in one INSERT … SELECT. Binding Python values row by row is most
+# of the cost, and a temporary table takes no lock on the ledger file: two bulk writers bind their
+# batches at the same time, and only the C-speed merge holds the ledger's one write lock (see
+# passflow.staging.LedgerWriter). Rows merge in insertion order, so a later row of a customer wins.
+_SQLITE_STAGE_TABLE = "passflow_ledger_rows"
+
+
+@functools.cache
+def _sqlite_record_sql() -> tuple[str, str, str, str]:
+    """(create the connection's staging table, insert ``SQLITE_ROWS_PER_STATEMENT`` rows, insert one
+    row, merge the staged rows into the ledger)."""
+    marks = "(" + ", ".join(["?"] * len(_ROW_COLUMNS)) + ")"
+    insert = f"INSERT INTO temp.{_SQLITE_STAGE_TABLE} VALUES "
+    batch_values = {c: f"s.{c}" for c in _ROW_COLUMNS}
+    select = ", ".join(batch_values.get(c, "?") for c in _RECORD_COLUMNS)  # "?": one value for the batch
+    update = _record_sql("sqlite", 1).split(" DO UPDATE SET ", 1)[1]
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {_SQLITE_STAGE_TABLE} ({', '.join(_ROW_COLUMNS)})",
+        insert + ", ".join([marks] * SQLITE_ROWS_PER_STATEMENT),
+        insert + marks,
+        # "WHERE true": SQLite's parser needs it between a SELECT and ON CONFLICT
+        f"INSERT INTO {ledger_table.name} ({', '.join(_RECORD_COLUMNS)}) "
+        f"SELECT {select} FROM temp.{_SQLITE_STAGE_TABLE} AS s WHERE true ORDER BY s.rowid "
+        f"ON CONFLICT (campaign, customer_id) DO UPDATE SET {update}",
+    )
+
+
 # PostgreSQL: a batch of at least this many rows is COPYed into a temporary table and upserted from
 # there in one statement: ~5x less time than executemany's row-by-row upserts. Smaller batches are
 # not worth the extra round trips.
 PG_COPY_MIN_ROWS = 1_000
 _COPY = "COPY"  # record_statements' marker for the COPY path (the parameters are the rows)
+_MERGE = "MERGE"  # record_statements' marker: what follows runs under write()'s ``serialize``
 _STAGE_TABLE = "passflow_ledger_in"
 
 
@@ -304,21 +339,18 @@ class Ledger:
     def record(self, campaign: str, provider: str, rows: pd.DataFrame, run_id: str) -> None:
         """Record outcomes. ``rows``: customer_id, status, pass_id, pass_link, fingerprint, last_error, issued_at.
 
-        The hot path of a big link run (one row per customer), so it goes straight to the driver's
-        ``executemany`` with tuples: building a dict per row and letting SQLAlchemy process each
-        parameter cost ~25 µs/row, this ~3 µs. The tuples are cut from one object array filled
-        column by column. On SQLite one statement upserts ``SQLITE_ROWS_PER_STATEMENT`` rows (a
-        third less time per row than one statement per row; rows of a statement are applied in
-        order, exactly like separate statements).
+        The hot path of a big link run (one row per customer), so it goes straight to the driver
+        with tuples: building a dict per row and letting SQLAlchemy process each parameter cost
+        ~25 µs/row. On SQLite only the 7 values that differ per row are bound, 200 rows a statement,
+        into a temporary table merged in one statement; on PostgreSQL a big batch is COPYed.
         """
         self.write(self.record_statements(campaign, provider, rows, run_id))
 
     def record_statements(
         self, campaign: str, provider: str, rows: pd.DataFrame, run_id: str
     ) -> list[tuple[str, Any]]:
-        """What :meth:`record` executes: (SQL, parameter tuples) pairs for :meth:`write`, or on
-        PostgreSQL one COPY payload. (A bulk writer builds the next batch's while another one is
-        written.)"""
+        """What :meth:`record` executes: (SQL, parameters) pairs for :meth:`write`. (A bulk writer
+        builds the next batch's while another one is written.)"""
         if rows.empty:
             return []
         now = self._db_time(utcnow())
@@ -345,32 +377,58 @@ class Ledger:
             as_text = [self._db_time(u).isoformat() for u in uniques] + [None]
             values["issued_at"] = np.array(as_text, dtype=object)[codes]
             return [(_COPY, _copy_payload(rows, values))]
-        table = np.empty((n, len(_RECORD_COLUMNS)), dtype=object)
-        for i, name in enumerate(_RECORD_COLUMNS):
+        if self.dialect != "sqlite":
+            table = np.empty((n, len(_RECORD_COLUMNS)), dtype=object)
+            for i, name in enumerate(_RECORD_COLUMNS):
+                table[:, i] = values[name]
+            return [(_record_sql(self.dialect, 1), list(zip(*table.T.tolist(), strict=True)))]
+        create, insert_many, insert_one, merge = _sqlite_record_sql()
+        table = np.empty((n, len(_ROW_COLUMNS)), dtype=object)
+        for i, name in enumerate(_ROW_COLUMNS):
             table[:, i] = values[name]
-        statements = []
-        per = SQLITE_ROWS_PER_STATEMENT if self.dialect == "sqlite" else 1
-        whole = n - n % per if per > 1 else 0  # rows sent in groups of `per`
+        per = SQLITE_ROWS_PER_STATEMENT
+        whole = n - n % per  # rows sent in groups of `per`
+        statements: list[tuple[str, Any]] = [(create, None), (f"DELETE FROM temp.{_SQLITE_STAGE_TABLE}", None)]
         if whole:
-            grouped = table[:whole].reshape(whole // per, per * len(_RECORD_COLUMNS))
-            statements.append((_record_sql(self.dialect, per), list(map(tuple, grouped.tolist()))))
+            grouped = table[:whole].reshape(whole // per, per * len(_ROW_COLUMNS))
+            statements.append((insert_many, list(map(tuple, grouped.tolist()))))
         if whole < n:
             # tuples zipped from columns: 1e5 short lists from tolist() would keep the GC busy
-            statements.append(
-                (_record_sql(self.dialect, 1), list(zip(*table[whole:].T.tolist(), strict=True)))
-            )
+            statements.append((insert_one, list(zip(*table[whole:].T.tolist(), strict=True))))
+        batch = tuple(values[c] for c in _RECORD_COLUMNS if c not in _ROW_COLUMNS)
+        statements.append((_MERGE, None))
+        statements.append((merge, batch))
+        statements.append((f"DELETE FROM temp.{_SQLITE_STAGE_TABLE}", None))  # free its memory now
         return statements
 
-    def write(self, statements: list[tuple[str, Any]]) -> None:
-        """Execute :meth:`record_statements` in one transaction."""
+    def write(self, statements: list[tuple[str, Any]], *, serialize: AbstractContextManager[Any] | None = None) -> None:
+        """Execute :meth:`record_statements`: all of them in one transaction, or on SQLite the
+        staging inserts in one (a temporary table: no lock on the ledger) and the merge in a second
+        one, entered under ``serialize`` (e.g. a lock that lets one bulk writer at a time merge)."""
         if not statements:
             return
-        with self.engine.begin() as conn:
-            for sql, params in statements:
-                if sql == _COPY:
-                    _copy_upsert(conn, params)
-                else:
-                    conn.exec_driver_sql(sql, params)
+        with self.engine.connect() as conn:  # one connection: its temporary table holds the batch
+            todo = iter(statements)
+            with conn.begin():
+                for sql, params in todo:
+                    if sql == _MERGE:
+                        break
+                    self._execute(conn, sql, params)
+            rest = list(todo)
+            if not rest:
+                return
+            with serialize or contextlib.nullcontext(), conn.begin():
+                for sql, params in rest:
+                    self._execute(conn, sql, params)
+
+    @staticmethod
+    def _execute(conn: sa.Connection, sql: str, params: Any) -> None:
+        if sql == _COPY:
+            _copy_upsert(conn, params)
+        elif params is None:
+            conn.exec_driver_sql(sql)
+        else:
+            conn.exec_driver_sql(sql, params)
 
     def _db_time(self, value: Any) -> Any:
         """Timestamps as the driver wants them; for SQLite, the text format SQLAlchemy reads back."""
@@ -528,6 +586,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
+    # record()'s staging table holds one batch: in memory, not in a temporary file
+    cur.execute("PRAGMA temp_store=MEMORY")
     cur.close()
 
 

@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from multiprocessing import spawn
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ import pyarrow.ipc as ipc
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from passflow.issuers.base import DeliveryContext
 from passflow.ledger import Ledger
 from passflow.seen import SeenKeys, hash_keys
 from passflow.validate import ROW, FieldRules, Rejects, reject_duplicate_ids, validate_chunk
@@ -181,6 +183,9 @@ class Spool:
     def get_batch(self, index: int) -> pa.Table:
         return read_arrow(self._segments[index])
 
+    def path(self, index: int) -> Path:
+        return self._segments[index]
+
 
 # --------------------------------------------------------------------------------- worker side
 
@@ -272,12 +277,34 @@ def _stage(chunk: pd.DataFrame, segment: Path) -> StagedChunk:
     return staged
 
 
-def _record(url: str, campaign: str, provider: str, batch: pd.DataFrame | str, run_id: str) -> float:
-    """Record one batch (a frame, or the Arrow file holding it) and refresh the run's lock, in a
-    worker. Returns the seconds it took."""
+@dataclass(frozen=True)
+class _SpooledBatch:
+    """A batch whose outcomes are the issuer's ``deliver`` of every row of a spool file, at ``now``."""
+
+    path: str
+    now: datetime
+
+
+def _record(
+    url: str, campaign: str, provider: str, batch: pd.DataFrame | str | _SpooledBatch, run_id: str
+) -> float:
+    """Record one batch (a frame, the Arrow file holding it, or a spooled batch to deliver again)
+    and refresh the run's lock, in a worker. Returns the seconds it took."""
     assert _worker is not None, "not a staging worker"
     t0 = time.perf_counter()
-    if isinstance(batch, str):
+    if isinstance(batch, _SpooledBatch):
+        issuer = _worker.issuer
+        table = read_arrow(batch.path)
+        # (links the ledger does not keep are not even read)
+        wanted = [c for c in issuer.delivered_columns if issuer.ledger_keeps_links or c != "pass_link"]
+        prepared = table.select(wanted).to_pandas()
+        del table
+        if "pass_link" not in prepared.columns:
+            prepared["pass_link"] = None
+        ctx = DeliveryContext(run_id=run_id, campaign=campaign, now=batch.now, log=None)
+        rows = issuer.for_ledger(issuer.deliver(prepared, ctx, None))
+        del prepared
+    elif isinstance(batch, str):
         rows = read_arrow(batch, memory_map=False).to_pandas()
         os.unlink(batch)
     else:
@@ -286,8 +313,9 @@ def _record(url: str, campaign: str, provider: str, batch: pd.DataFrame | str, r
     try:
         statements = ledger.record_statements(campaign, provider, rows, run_id)  # while the other writes
         del rows
+        # Binds the rows while the other worker may be merging its batch; merges under the lock.
+        ledger.write(statements, serialize=_worker.write_lock)
         with _worker.write_lock:
-            ledger.write(statements)
             ledger.heartbeat(campaign, run_id)
     except sa.exc.DBAPIError as exc:
         # The same error without its parameters: they are the whole batch (customer data, and too
@@ -455,6 +483,15 @@ class LedgerWriter:
             batch = str(path)
         except (pa.ArrowException, TypeError, ValueError):  # a column Arrow cannot hold: pickle it
             path.unlink(missing_ok=True)
+        self._pending.append(self._executor.submit(_record, self._url, campaign, provider, batch, run_id))
+
+    def record_spooled(self, campaign: str, provider: str, spooled: Path, run_id: str, now: datetime) -> None:
+        """Record every row of a spooled batch as the issuer's ``deliver`` at ``now`` makes it (an
+        issuer that ``delivers_from_spool``): the worker reads the spool file the batch was staged
+        into, and nothing is written again."""
+        while len(self._pending) >= self.IN_FLIGHT:
+            self._settle(self._pending.popleft())
+        batch = _SpooledBatch(str(spooled), now)
         self._pending.append(self._executor.submit(_record, self._url, campaign, provider, batch, run_id))
 
     def wait(self) -> None:

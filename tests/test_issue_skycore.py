@@ -122,6 +122,12 @@ def test_rerun_issues_nothing_and_changed_rows_reissue(tmp_path: Path) -> None:
     rows1 = {r["ID"]: r for r in read_csv(next(f for f in first.export_files if "moengage" in f))}
     rows2 = {r["ID"]: r for r in read_csv(next(f for f in second.export_files if "moengage" in f))}
     assert rows1 == rows2
+    # ...rebuilt, not read back: the ledger keeps pass ids and checksums (fingerprints), not links
+    ledger = Ledger(load_campaign(path).ledger.url)
+    kept = ledger.rows("test-coupon")
+    ledger.close()
+    assert len(kept) == 293 and kept["pass_link"].isna().all()
+    assert kept["pass_id"].notna().all() and kept["fingerprint"].str.len().eq(64).all()
 
     seg = tmp_path / "segment.csv"
     text = seg.read_text(encoding="utf-8-sig").replace("C000005,", "C000005X,", 1)  # not a change: new id

@@ -96,6 +96,13 @@ class Issuer(ABC):
     extra_columns: list[str] = []
     #: whether the engine may record/export one batch while the next one's deliveries run
     overlaps: bool = False
+    # deliver() is pure computation over the prepared rows, so the same rows give the same outcomes
+    # anywhere, at ``now``: a ledger writer may rebuild a batch's outcomes from its spool file.
+    delivers_from_spool: bool = False
+    # Whether the ledger stores each pass's link. An issuer whose link is a pure function of the
+    # values its fingerprint covers (Skycore: the checksum is the fingerprint) does not need to:
+    # an unchanged row's link is the one built again for this run, and the exports carry it.
+    ledger_keeps_links: bool = True
 
     @abstractmethod
     def template_columns(self) -> set[str]:
@@ -108,6 +115,10 @@ class Issuer(ABC):
     @abstractmethod
     def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any) -> pd.DataFrame:
         """Get passes for ``todo`` (prepared rows the plan selected); return OUTCOME_COLUMNS rows."""
+
+    def for_ledger(self, outcomes: pd.DataFrame) -> pd.DataFrame:
+        """The outcomes as the ledger records them (without links unless ``ledger_keeps_links``)."""
+        return outcomes if self.ledger_keeps_links else outcomes.assign(pass_link=None)
 
     def start_deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any) -> Sending:
         """Start :meth:`deliver`; an issuer that sends in the background returns before it is done."""

@@ -35,6 +35,12 @@ _RESOLVE = object()  # SkycoreLinkIssuer(salt=...) default: resolve the campaign
 class SkycoreLinkIssuer(Issuer):
     provider = "skycore"
     extra_columns = ["pass_id", "pass_link"]
+    delivers_from_spool = True
+    # A link is base + the values its checksum covers + the checksum, and the checksum is the row's
+    # fingerprint: an unchanged row's link is the one this run builds again. Not storing links makes
+    # a ledger row ~60 % smaller (1M links: ~370 MB less to write twice through SQLite's WAL).
+    ledger_keeps_links = False
+    delivered_columns = ["customer_id", "pass_id", "pass_link", "fingerprint"]  # what deliver() reads
 
     def __init__(self, campaign: Campaign, now: datetime, *, salt: str | None | object = _RESOLVE) -> None:
         sky = campaign.skycore
@@ -159,7 +165,7 @@ class SkycoreLinkIssuer(Issuer):
         return prepared.loc[~dup]
 
     def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: object) -> pd.DataFrame:
-        out = todo[["customer_id", "pass_id", "pass_link", "fingerprint"]]  # copy-on-write: no deep copy
+        out = todo[self.delivered_columns]  # copy-on-write: no deep copy
         out["status"] = "issued"
         out["last_error"] = None
         out["issued_at"] = ctx.now
