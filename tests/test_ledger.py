@@ -118,6 +118,34 @@ def test_big_batches_upsert_like_small_ones(db_url: str) -> None:
     led.close()
 
 
+def test_sqlite_batch_is_bound_without_the_ledger_write_lock(tmp_path: Path) -> None:
+    # A bulk writer binds its rows into a temporary table while another process holds the ledger's
+    # write lock; only the merge (under ``serialize``) waits for it.
+    import contextlib
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    led = Ledger(url)
+    statements = led.record_statements("c", "skycore", outcome([f"id{i}" for i in range(1000)]), "r1")
+    blocker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    blocker.execute("INSERT INTO passflow_runs (run_id, campaign, flow, started_at, status) "
+                    "VALUES ('other', 'x', 'f', '2026-01-01', 'running')")
+    seen: list[bool] = []
+
+    @contextlib.contextmanager
+    def merge_turn():  # noqa: ANN202
+        seen.append(blocker.in_transaction)  # the batch is bound, the other writer still holds the lock
+        blocker.execute("COMMIT")
+        yield
+
+    led.write(statements, serialize=merge_turn())
+    assert seen == [True]
+    assert len(led.rows("c")) == 1000
+    blocker.close()
+    led.close()
+
+
 _CREATOR = """
 import sys
 from passflow.ledger import Ledger

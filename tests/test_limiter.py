@@ -468,3 +468,13 @@ def test_a_vendor_refusal_widens_the_margin_then_it_narrows_back() -> None:
     assert widened == pytest.approx(1.03 / 10)
     assert later == pytest.approx(base)
     assert refusals == 5
+
+
+def test_client_shards_share_one_tls_context() -> None:
+    # Building a TLS context loads the CA bundle (~20 ms): a 500/s client has 26 shards, and one
+    # context each delayed its first request by half a second.
+    from passflow.providers.pool_shards import ShardedPoolTransport
+
+    transport = ShardedPoolTransport(102)
+    contexts = {id(shard._pool._ssl_context) for shard in transport._shards}
+    assert transport.shards == 26 and len(contexts) == 1
