@@ -481,35 +481,38 @@ class Ledger:
         with the key :func:`lock_key` gives."""
         host, pid, now = socket.gethostname(), os.getpid(), utcnow()
         key = lock_key(campaign, shard)
-        with self.engine.begin() as conn:
-            if self.dialect == "postgresql":  # serialise lockers of one campaign (different keys)
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:c))"), {"c": campaign})
-            for row in self._lock_conflicts(conn, campaign, key, shard):
-                heartbeat = row["heartbeat_at"]
-                if heartbeat.tzinfo is None:
-                    heartbeat = heartbeat.replace(tzinfo=UTC)
-                same_host = row["host"] == host
-                # A live holder on this host keeps its lock however long one batch takes (a slow
-                # vendor): taking it over would let two runs issue the same customers. The heartbeat
-                # only decides for holders on other hosts, whose process we cannot check.
-                holder_alive = _pid_alive(row["pid"]) if same_host else now - heartbeat < STALE_LOCK
-                if holder_alive and row["run_id"] != run_id:
-                    held = row["campaign"][len(campaign) :].lstrip("/") or "the whole campaign"
-                    raise CampaignLocked(
-                        f"campaign {campaign!r} is already being run ({held}: run {row['run_id']}, host "
-                        f"{row['host']}, pid {row['pid']}); wait for it to finish, or remove the lock if "
-                        "that process is gone"
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":  # serialise lockers of one campaign (different keys)
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:c))"), {"c": campaign})
+                for row in self._lock_conflicts(conn, campaign, key, shard):
+                    heartbeat = row["heartbeat_at"]
+                    if heartbeat.tzinfo is None:
+                        heartbeat = heartbeat.replace(tzinfo=UTC)
+                    same_host = row["host"] == host
+                    # A live holder on this host keeps its lock however long one batch takes (a slow
+                    # vendor): taking it over would let two runs issue the same customers. The
+                    # heartbeat only decides for holders on other hosts, whose process we cannot check.
+                    holder_alive = _pid_alive(row["pid"]) if same_host else now - heartbeat < STALE_LOCK
+                    if holder_alive and row["run_id"] != run_id:
+                        raise CampaignLocked(_held_message(campaign, row))
+                    conn.execute(locks_table.delete().where(locks_table.c.campaign == row["campaign"]))
+                try:
+                    conn.execute(
+                        locks_table.insert().values(campaign=key, run_id=run_id, host=host, pid=pid, heartbeat_at=now)
                     )
-                conn.execute(locks_table.delete().where(locks_table.c.campaign == row["campaign"]))
-            try:
-                conn.execute(
-                    locks_table.insert().values(campaign=key, run_id=run_id, host=host, pid=pid, heartbeat_at=now)
-                )
-            except sa.exc.IntegrityError:
-                raise CampaignLocked(f"campaign {campaign!r} was locked by another run just now") from None
-            # SQLite: the insert waited for any other locker's commit; look again before committing.
-            if any(r["run_id"] != run_id for r in self._lock_conflicts(conn, campaign, key, shard)):
-                raise CampaignLocked(f"campaign {campaign!r} was locked by another run just now")
+                except sa.exc.IntegrityError:
+                    raise _LostRace from None
+                # SQLite: the insert waited for any other locker's commit; look again before committing.
+                if any(r["run_id"] != run_id for r in self._lock_conflicts(conn, campaign, key, shard)):
+                    raise _LostRace
+        except _LostRace:
+            # Another run took the lock between our look and our insert: say who, like above.
+            with self.engine.connect() as conn:
+                holders = [r for r in self._lock_conflicts(conn, campaign, key, shard) if r["run_id"] != run_id]
+            if holders:
+                raise CampaignLocked(_held_message(campaign, holders[0])) from None
+            raise CampaignLocked(f"campaign {campaign!r} was locked by another run just now") from None
 
     def _lock_conflicts(
         self, conn: sa.Connection, campaign: str, key: str, shard: tuple[int, int] | None
@@ -573,6 +576,19 @@ def _copy_upsert(conn: sa.Connection, payload: bytes) -> None:
         with cur.copy(copy_sql) as copy:
             copy.write(payload)
         cur.execute(upsert)
+
+
+class _LostRace(Exception):
+    """Another run inserted its lock row between our look and our insert."""
+
+
+def _held_message(campaign: str, row: sa.RowMapping) -> str:
+    held = row["campaign"][len(campaign) :].lstrip("/") or "the whole campaign"
+    return (
+        f"campaign {campaign!r} is already being run ({held}: run {row['run_id']}, host "
+        f"{row['host']}, pid {row['pid']}); wait for it to finish, or remove the lock if "
+        "that process is gone"
+    )
 
 
 def lock_key(campaign: str, shard: tuple[int, int] | None = None) -> str:

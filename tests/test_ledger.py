@@ -75,6 +75,26 @@ def test_one_active_run_per_campaign(db_url: str) -> None:
     led.close()
 
 
+def test_a_run_that_loses_the_lock_race_is_told_who_holds_it(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two runs look at the same moment and both see no holder; the second insert then conflicts.
+    # Its refusal names the holder like any other ("already being run …"), not a bare race message.
+    led = Ledger(db_url)
+    led.acquire_lock("c", "run-a")
+    original, looks = Ledger._lock_conflicts, []
+
+    def look(self: Ledger, *args: object) -> list:
+        looks.append(args)
+        return [] if len(looks) == 1 else original(self, *args)  # the first look misses run-a's row
+
+    monkeypatch.setattr(Ledger, "_lock_conflicts", look)
+    with pytest.raises(CampaignLocked, match="already being run .*run run-a"):
+        led.acquire_lock("c", "run-b")
+    assert len(looks) >= 2  # it did lose the race, and looked again
+    led.close()
+
+
 def test_lock_of_a_dead_process_is_taken_over(db_url: str) -> None:
     led = Ledger(db_url)
     code = (

@@ -85,6 +85,7 @@ class PassmachineIssuer(Issuer):
         )
         self._loop: BackgroundLoop | None = None
         self._client: PassmachineClient | None = None
+        self._dispatched: asyncio.Event | None = None  # the last batch started has handed out every row
         self.calls = 0  # HTTP attempts, for the achieved-rate report
         self.stop = FailureStop(campaign.limits, "Passmachine", see="the failed-rows file")
         self._halted = False  # the run is failing: send nothing more
@@ -164,6 +165,7 @@ class PassmachineIssuer(Issuer):
                     self._loop.run(self._client.aclose())
             self._loop.close()
         self._loop = self._client = None
+        self._dispatched = None
 
     # --- deliver -------------------------------------------------------------------------------
     def _intent_slice(self) -> int:
@@ -191,6 +193,13 @@ class PassmachineIssuer(Issuer):
         outcomes: list[dict[str, Any] | None] = [None] * len(rows)
         queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=self._intent_slice())
         workers = self.limits.max_in_flight
+        # Batches send in order: this one's requests start once the previous batch has handed out its
+        # last row. Interleaved, two overlapping batches would finish together and the pipe would
+        # drain while the run records them and prepares the next two (a 0.3 s gap every two
+        # batches, measured at 500/s); in order, one batch is always sending while the other is
+        # being recorded. Its intents are written meanwhile.
+        previous, dispatched = self._dispatched, asyncio.Event()
+        self._dispatched = dispatched
 
         async def produce() -> None:
             step = self._intent_slice()
@@ -210,6 +219,8 @@ class PassmachineIssuer(Issuer):
                 await queue.put(None)
 
         async def work() -> None:
+            if previous is not None:
+                await previous.wait()
             while (i := await queue.get()) is not None:
                 cid, fp, payload = rows[i]
                 if self.stop_reason or self._halted or stop_requested():
@@ -228,8 +239,12 @@ class PassmachineIssuer(Issuer):
                 )
                 outcomes[i] = self._from_result(cid, fp, result)
                 crash_point("issue")
+            dispatched.set()  # every row is taken: the next batch may start sending
 
-        await asyncio.gather(produce(), *(work() for _ in range(workers)))
+        try:
+            await asyncio.gather(produce(), *(work() for _ in range(workers)))
+        finally:
+            dispatched.set()  # (a worker that takes the end marker has set it already)
         # Rows never queued because the run stopped: they were never sent either.
         done = [
             o if o is not None else _outcome(rows[i][0], rows[i][1], "failed", error="not sent: run stopped")
