@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import sys
 import threading
 from collections.abc import Coroutine
@@ -25,8 +26,14 @@ T = TypeVar("T")
 _SWITCH_INTERVAL_S = 0.0005
 
 
-# The interval is process-wide and loops may overlap (an update run inside an issuing process):
-# the first loop to start saves the original, the last one to close puts it back.
+# A full garbage collection walks every object of the process — ~300k after importing pandas,
+# pyarrow, SQLAlchemy and httpx — and stops every thread for it: 65–80 ms pauses every ~20 s at
+# 500/s, each a gap in the sends. What exists when a loop starts (modules, the run's set-up) lives
+# through the run, so it is frozen out of collection while a loop runs and unfrozen afterwards
+# (cyclic garbage among those objects is then collected as usual).
+
+# Both settings are process-wide and loops may overlap (an update run inside an issuing process):
+# the first loop to start changes them, the last one to close puts them back.
 _switch_lock = threading.Lock()
 _switch_users = 0
 _switch_saved = 0.0
@@ -38,6 +45,7 @@ def _shorten_switch_interval() -> None:
         if _switch_users == 0:
             _switch_saved = sys.getswitchinterval()
             sys.setswitchinterval(min(_switch_saved, _SWITCH_INTERVAL_S))
+            gc.freeze()
         _switch_users += 1
 
 
@@ -47,6 +55,7 @@ def _restore_switch_interval() -> None:
         _switch_users -= 1
         if _switch_users == 0:
             sys.setswitchinterval(_switch_saved)
+            gc.unfreeze()
 
 
 class BackgroundLoop:
