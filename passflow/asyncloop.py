@@ -39,7 +39,8 @@ _switch_users = 0
 _switch_saved = 0.0
 
 
-def _shorten_switch_interval() -> None:
+def _start_io_tuning() -> None:
+    """A loop starts: the first one shortens the switch interval and freezes what exists."""
     global _switch_users, _switch_saved
     with _switch_lock:
         if _switch_users == 0:
@@ -49,7 +50,8 @@ def _shorten_switch_interval() -> None:
         _switch_users += 1
 
 
-def _restore_switch_interval() -> None:
+def _end_io_tuning() -> None:
+    """A loop closed: the last one restores the switch interval and unfreezes."""
     global _switch_users
     with _switch_lock:
         _switch_users -= 1
@@ -60,7 +62,7 @@ def _restore_switch_interval() -> None:
 
 class BackgroundLoop:
     def __init__(self, name: str = "passflow-io") -> None:
-        _shorten_switch_interval()
+        _start_io_tuning()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -83,4 +85,4 @@ class BackgroundLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()
-        _restore_switch_interval()
+        _end_io_tuning()
