@@ -455,17 +455,17 @@ class IssueRun:
             self._ledger_writer = self._pool.ledger_writer(self.campaign.ledger.url, self._workdir)
 
     def _record(self, outcomes: pd.DataFrame, *, spooled: Path | None = None) -> None:
-        """Record a batch's outcomes. ``spooled``: the batch's spool file, when the outcomes are what
-        the issuer's ``deliver`` makes of every row of it (the ledger writer rebuilds them from there)."""
+        """Record a batch's outcomes, as the issuer's ledger keeps them (``Issuer.for_ledger``).
+        ``spooled``: the batch's spool file, when the outcomes are what the issuer's ``deliver`` makes
+        of every row of it (the ledger writer rebuilds them from there)."""
         assert self.ledger is not None
         crash_point("record")
         release_memory()  # what the previous batch left, before this one's exports
+        if self._ledger_writer is not None and spooled is not None:
+            self._ledger_writer.record_spooled(self.campaign.name, self.campaign.provider, spooled, self.run_id, self.now)
+            return
+        outcomes = self.issuer.for_ledger(outcomes)
         if self._ledger_writer is not None:
-            if spooled is not None:
-                self._ledger_writer.record_spooled(
-                    self.campaign.name, self.campaign.provider, spooled, self.run_id, self.now
-                )
-                return
             self._ledger_writer.record(self.campaign.name, self.campaign.provider, outcomes, self.run_id)
         else:
             self.ledger.record(self.campaign.name, self.campaign.provider, outcomes, self.run_id)
@@ -584,7 +584,7 @@ class IssueRun:
         if batch.sending is not None:
             outcomes.append(batch.sending.result())
         result = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
-        self._record(self.issuer.for_ledger(result[OUTCOME_COLUMNS]), spooled=self._spooled_outcomes(batch, result))
+        self._record(result[OUTCOME_COLUMNS], spooled=self._spooled_outcomes(batch, result))
         stop_reason = getattr(self.issuer, "stop_reason", None)
         if stop_reason:
             # Recorded first, so the rerun knows exactly what was sent; then stop loudly.
@@ -665,7 +665,7 @@ class IssueRun:
         try:
             outcomes = batch.outcomes + ([batch.sending.result()] if batch.sending is not None else [])
             if outcomes:
-                self._record(self.issuer.for_ledger(pd.concat(outcomes, ignore_index=True)[OUTCOME_COLUMNS]))
+                self._record(pd.concat(outcomes, ignore_index=True)[OUTCOME_COLUMNS])
         except Exception as exc:  # noqa: BLE001 - never mask the original error; its rows stay pending
             self.log.warning("the batch in flight was not recorded: %s: %s", type(exc).__name__, exc)
 

@@ -294,13 +294,8 @@ def _record(
     t0 = time.perf_counter()
     if isinstance(batch, _SpooledBatch):
         issuer = _worker.issuer
-        table = read_arrow(batch.path)
-        # (links the ledger does not keep are not even read)
-        wanted = [c for c in issuer.delivered_columns if issuer.ledger_keeps_links or c != "pass_link"]
-        prepared = table.select(wanted).to_pandas()
-        del table
-        if "pass_link" not in prepared.columns:
-            prepared["pass_link"] = None
+        # memory-mapped, and pandas' `str` columns keep the Arrow strings: nothing is copied here
+        prepared = read_arrow(batch.path).select(issuer.delivered_columns).to_pandas()
         ctx = DeliveryContext(run_id=run_id, campaign=campaign, now=batch.now, log=None)
         rows = issuer.for_ledger(issuer.deliver(prepared, ctx, None))
         del prepared
