@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gc
 import sys
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from passflow import gcfreeze
 
 T = TypeVar("T")
 
@@ -26,38 +27,34 @@ T = TypeVar("T")
 _SWITCH_INTERVAL_S = 0.0005
 
 
-# A full garbage collection walks every object of the process — ~300k after importing pandas,
-# pyarrow, SQLAlchemy and httpx — and stops every thread for it: 65–80 ms pauses every ~20 s at
-# 500/s, each a gap in the sends. What exists when a loop starts (modules, the run's set-up) lives
-# through the run, so it is frozen out of collection while a loop runs and unfrozen afterwards
-# (cyclic garbage among those objects is then collected as usual).
-
-# Both settings are process-wide and loops may overlap (an update run inside an issuing process):
-# the first loop to start changes them, the last one to close puts them back.
+# Both this and passflow.gcfreeze (a full collection walks ~300k import-time objects: 65-80 ms
+# pauses every ~20 s at 500/s, each a gap in the sends) are process-wide, and loops may overlap (an
+# update run inside an issuing process): the first loop to start changes them, the last one to close
+# puts them back.
 _switch_lock = threading.Lock()
 _switch_users = 0
 _switch_saved = 0.0
 
 
 def _start_io_tuning() -> None:
-    """A loop starts: the first one shortens the switch interval and freezes what exists."""
+    """A loop starts: the first one shortens the switch interval; each holds the GC freeze."""
     global _switch_users, _switch_saved
     with _switch_lock:
         if _switch_users == 0:
             _switch_saved = sys.getswitchinterval()
             sys.setswitchinterval(min(_switch_saved, _SWITCH_INTERVAL_S))
-            gc.freeze()
         _switch_users += 1
+    gcfreeze.hold()
 
 
 def _end_io_tuning() -> None:
-    """A loop closed: the last one restores the switch interval and unfreezes."""
+    """A loop closed: the last one restores the switch interval."""
     global _switch_users
+    gcfreeze.release()
     with _switch_lock:
         _switch_users -= 1
         if _switch_users == 0:
             sys.setswitchinterval(_switch_saved)
-            gc.unfreeze()
 
 
 class BackgroundLoop:

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from passflow.config import Campaign
 from passflow.errors import RejectRateExceeded, VendorError
+from passflow import gcfreeze
 from passflow.exports import (
     AttributeExport,
     CsvCells,
@@ -183,6 +184,7 @@ class IssueRun:
         self.reasons: Counter[str] = Counter()
         self.timings: dict[str, float] = {}
         self._started = time.perf_counter()
+        self._gc_held = False
         cols = campaign.columns
         self.rules = FieldRules(
             customer_id=cols.customer_id,
@@ -224,6 +226,8 @@ class IssueRun:
             self._start_pool_if_big()  # the workers start while the first chunk is read
         elif _ledger_exists(campaign.ledger.url):
             self.ledger = Ledger(campaign.ledger.url)
+        gcfreeze.hold()  # until close(): what exists now outlives the run (passflow.gcfreeze)
+        self._gc_held = True
 
     # --- stage 1 ------------------------------------------------------------------------------
     def source_chunks(self) -> Iterator[pd.DataFrame]:
@@ -721,6 +725,9 @@ class IssueRun:
         self.close()
 
     def close(self) -> None:
+        if self._gc_held:
+            self._gc_held = False
+            gcfreeze.release()
         if self._pool is not None:  # first: workers may still be writing into the work directory
             self._ledger_writer = None
             self._pool.close()

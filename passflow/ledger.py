@@ -87,9 +87,9 @@ _RECORD_COLUMNS = [
 ]  # fmt: skip
 # The columns of record() that differ from row to row; the others are one value for the batch.
 _ROW_COLUMNS = ["customer_id", "status", "pass_id", "pass_link", "fingerprint", "last_error", "issued_at"]
-# Rows per INSERT into the SQLite staging table: 7 parameters a row, within SQLite's limit on
-# parameters (32766 since 3.32, 999 before).
-SQLITE_ROWS_PER_STATEMENT = 200 if sqlite3.sqlite_version_info >= (3, 32) else 140
+# Parameters per INSERT into the SQLite staging table: within SQLite's limit (32766 since 3.32,
+# 999 before), and enough rows a statement that stepping it costs little next to binding.
+SQLITE_PARAMS_PER_STATEMENT = 1400 if sqlite3.sqlite_version_info >= (3, 32) else 980
 STALE_LOCK = timedelta(minutes=10)
 
 
@@ -138,23 +138,34 @@ _SQLITE_STAGE_TABLE = "passflow_ledger_rows"
 
 
 @functools.cache
-def _sqlite_record_sql() -> tuple[str, str, str, str]:
-    """(create the connection's staging table, insert ``SQLITE_ROWS_PER_STATEMENT`` rows, insert one
-    row, merge the staged rows into the ledger)."""
-    marks = "(" + ", ".join(["?"] * len(_ROW_COLUMNS)) + ")"
-    insert = f"INSERT INTO temp.{_SQLITE_STAGE_TABLE} VALUES "
-    batch_values = {c: f"s.{c}" for c in _ROW_COLUMNS}
-    select = ", ".join(batch_values.get(c, "?") for c in _RECORD_COLUMNS)  # "?": one value for the batch
+def _sqlite_record_sql(varying: tuple[str, ...]) -> tuple[str, str, str, str, int]:
+    """(create the connection's staging table, insert ``rows_per_statement`` rows, insert one row,
+    merge the staged rows into the ledger, rows_per_statement) for a batch whose ``varying`` columns
+    (of ``_ROW_COLUMNS``) differ from row to row; the merge binds every other column once."""
+    marks = "(" + ", ".join(["?"] * len(varying)) + ")"
+    insert = f"INSERT INTO temp.{_SQLITE_STAGE_TABLE} ({', '.join(varying)}) VALUES "
+    per_row = {c: f"s.{c}" for c in varying}
+    select = ", ".join(per_row.get(c, "?") for c in _RECORD_COLUMNS)  # "?": one value for the batch
     update = _record_sql("sqlite", 1).split(" DO UPDATE SET ", 1)[1]
+    rows_per_statement = SQLITE_PARAMS_PER_STATEMENT // len(varying)
     return (
         f"CREATE TEMP TABLE IF NOT EXISTS {_SQLITE_STAGE_TABLE} ({', '.join(_ROW_COLUMNS)})",
-        insert + ", ".join([marks] * SQLITE_ROWS_PER_STATEMENT),
+        insert + ", ".join([marks] * rows_per_statement),
         insert + marks,
         # "WHERE true": SQLite's parser needs it between a SELECT and ON CONFLICT
         f"INSERT INTO {ledger_table.name} ({', '.join(_RECORD_COLUMNS)}) "
         f"SELECT {select} FROM temp.{_SQLITE_STAGE_TABLE} AS s WHERE true ORDER BY s.rowid "
         f"ON CONFLICT (campaign, customer_id) DO UPDATE SET {update}",
+        rows_per_statement,
     )
+
+
+def _same_everywhere(values: np.ndarray) -> bool:
+    """Whether an object array holds one value (None included) in every row."""
+    first = values[0]
+    if first is None:
+        return all(v is None for v in values)  # `== None` on an object array is elementwise, but lint-hostile
+    return bool((values == first).all()) if isinstance(first, str) else False
 
 
 # PostgreSQL: a batch of at least this many rows is COPYed into a temporary table and upserted from
@@ -382,20 +393,23 @@ class Ledger:
             for i, name in enumerate(_RECORD_COLUMNS):
                 table[:, i] = values[name]
             return [(_record_sql(self.dialect, 1), list(zip(*table.T.tolist(), strict=True)))]
-        create, insert_many, insert_one, merge = _sqlite_record_sql()
-        table = np.empty((n, len(_ROW_COLUMNS)), dtype=object)
-        for i, name in enumerate(_ROW_COLUMNS):
+        # A link run's batch has three columns that differ per row (customer, pass id, fingerprint):
+        # status, link, error and issue time are bound once, not a million times.
+        varying = tuple(c for c in _ROW_COLUMNS if c == "customer_id" or not _same_everywhere(values[c]))
+        create, insert_many, insert_one, merge, per = _sqlite_record_sql(varying)
+        table = np.empty((n, len(varying)), dtype=object)
+        for i, name in enumerate(varying):
             table[:, i] = values[name]
-        per = SQLITE_ROWS_PER_STATEMENT
         whole = n - n % per  # rows sent in groups of `per`
         statements: list[tuple[str, Any]] = [(create, None), (f"DELETE FROM temp.{_SQLITE_STAGE_TABLE}", None)]
         if whole:
-            grouped = table[:whole].reshape(whole // per, per * len(_ROW_COLUMNS))
+            grouped = table[:whole].reshape(whole // per, per * len(varying))
             statements.append((insert_many, list(map(tuple, grouped.tolist()))))
         if whole < n:
             # tuples zipped from columns: 1e5 short lists from tolist() would keep the GC busy
             statements.append((insert_one, list(zip(*table[whole:].T.tolist(), strict=True))))
-        batch = tuple(values[c] for c in _RECORD_COLUMNS if c not in _ROW_COLUMNS)
+        first = {c: values[c][0] for c in _ROW_COLUMNS if c not in varying}
+        batch = tuple(first[c] if c in first else values[c] for c in _RECORD_COLUMNS if c not in varying)
         statements.append((_MERGE, None))
         statements.append((merge, batch))
         statements.append((f"DELETE FROM temp.{_SQLITE_STAGE_TABLE}", None))  # free its memory now

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -246,6 +247,7 @@ _worker: _Worker | None = None  # this process's state, when it is a pool worker
 def _init_worker(spec: WorkerSpec, write_lock: Any) -> None:
     global _worker
     _worker = _Worker(spec, write_lock)
+    gc.freeze()  # a worker lives for one run: its imports and set-up are never garbage (passflow.gcfreeze)
 
 
 def _ping() -> int:

@@ -138,6 +138,26 @@ def test_big_batches_upsert_like_small_ones(db_url: str) -> None:
     led.close()
 
 
+def test_values_alike_in_a_whole_batch_are_stored_for_every_row(db_url: str) -> None:
+    # A link run's batch: status, link (none kept), error and issue time are the same in every row
+    # (SQLite binds them once per batch); a failed batch has no issue time at all.
+    led = Ledger(db_url)
+    ids = [f"id{i:04d}" for i in range(1234)]
+    links = outcome(ids).assign(pass_link="", fingerprint=[f"fp{i}" for i in range(len(ids))])
+    led.record("alike", "skycore", links, "r1")
+    failed = outcome(["x1", "x2"], status="failed").assign(pass_id="", issued_at=pd.NaT, last_error="boom")
+    led.record("alike", "skycore", failed, "r1")
+    got = led.rows("alike").set_index("customer_id")
+    assert len(got) == len(ids) + 2
+    issued = got.loc[ids]
+    assert (issued["status"] == "issued").all() and issued["pass_link"].isna().all()
+    assert issued["last_error"].isna().all() and issued["issued_at"].notna().all()
+    assert issued.loc["id0007", "fingerprint"] == "fp7" and issued.loc["id1233", "pass_id"] == "Pid1233"
+    assert (got.loc[["x1", "x2"], "last_error"] == "boom").all()
+    assert got.loc[["x1", "x2"], "issued_at"].isna().all() and got.loc[["x1", "x2"], "pass_id"].isna().all()
+    led.close()
+
+
 def test_sqlite_batch_is_bound_without_the_ledger_write_lock(tmp_path: Path) -> None:
     # A bulk writer binds its rows into a temporary table while another process holds the ledger's
     # write lock; only the merge (under ``serialize``) waits for it.
