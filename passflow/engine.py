@@ -38,9 +38,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from passflow import gcfreeze
 from passflow.config import Campaign
 from passflow.errors import RejectRateExceeded, VendorError
-from passflow import gcfreeze
 from passflow.exports import (
     AttributeExport,
     CsvCells,
