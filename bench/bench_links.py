@@ -117,20 +117,25 @@ def _cmd(pid):
     except OSError:
         return b""
 workers_peak = [0]
+main_peak = [0, 0.0]  # this process's own RSS samples: the highest, and when (s into the flow)
 done = threading.Event()
 def _sample():
-    while not done.wait(0.2):
+    while not done.wait(0.1):
         servers = [k for k in _kids(os.getpid()) if b"forkserver" in _cmd(k)]
         tree = servers + [w for s in servers for w in _kids(s)]
         workers_peak[0] = max(workers_peak[0], sum(map(_rss_kb, tree)))
+        own = _rss_kb(os.getpid())
+        if own > main_peak[0]:
+            main_peak[:] = [own, time.perf_counter() - t0]
+t0 = time.perf_counter()
 threading.Thread(target=_sample, daemon=True).start()
 
-t0 = time.perf_counter()
 summary = issue_passes(IssueRequest(campaign=sys.argv[1]))
 elapsed = time.perf_counter() - t0
 done.set()
 import resource
-rss = {"main_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "workers_rss_kb": workers_peak[0]}
+rss = {"main_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "workers_rss_kb": workers_peak[0],
+       "main_sampled_kb": main_peak[0], "main_sampled_at_s": main_peak[1]}
 print(json.dumps({"startup_s": startup, "flow_s": elapsed, "summary": summary, **rss}))
 """
 
@@ -306,6 +311,10 @@ def main() -> None:
         f"passflow issue-passes flow   {res['flow_s']:8.2f} s   {rows / res['flow_s']:>10,.0f} rows/s   "
         f"peak RSS {main_mb:6.0f} MB (run) + {workers_mb:.0f} MB (workers)"
     )
+    print(
+        f"  run's RSS, sampled every 0.1 s: highest {res['main_sampled_kb'] / 1024:.0f} MB, "
+        f"{res['main_sampled_at_s']:.1f} s into the flow"
+    )
     print(f"  of which stage/deliver     {s.get('stage_s', 0):8.2f} s / {s.get('deliver_s', 0):.2f} s")
     other = s.get("total_s", 0) - s.get("read_s", 0) - s.get("stage_s", 0) - s.get("deliver_s", 0)
     print(f"  read source / rest of run  {s.get('read_s', 0):8.2f} s / {other:.2f} s")
@@ -328,6 +337,8 @@ def main() -> None:
         "ratio": naive_s / res["flow_s"] if naive_s else None,
         "peak_rss_mb": main_mb,
         "workers_peak_rss_mb": workers_mb,
+        "sampled_peak_rss_mb": res["main_sampled_kb"] / 1024,
+        "sampled_peak_at_s": res["main_sampled_at_s"],
         "startup_s": res["startup_s"],
         "timings": {k: v for k, v in s.items() if k.endswith("_s") and not k.endswith("per_s")},
     }

@@ -352,8 +352,9 @@ class Ledger:
 
         The hot path of a big link run (one row per customer), so it goes straight to the driver
         with tuples: building a dict per row and letting SQLAlchemy process each parameter cost
-        ~25 µs/row. On SQLite only the 7 values that differ per row are bound, 200 rows a statement,
-        into a temporary table merged in one statement; on PostgreSQL a big batch is COPYed.
+        ~25 µs/row. On SQLite only the values that differ from row to row are bound (of 7 that may;
+        a link batch has 3), many rows a statement, into a temporary table merged in one statement;
+        on PostgreSQL a big batch is COPYed.
         """
         self.write(self.record_statements(campaign, provider, rows, run_id))
 
