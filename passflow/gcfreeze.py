@@ -2,18 +2,16 @@
 
 A full collection walks every tracked object of the process: ~300k after importing pandas, pyarrow,
 SQLAlchemy, httpx and Prefect, 65-80 ms each time, several times a run. What exists when a run or an
-I/O loop starts (modules, the run's set-up) lives through it, so :func:`frozen` moves it out of
-collection (``gc.freeze``) for that time. Runs and loops may overlap (an update run inside an issuing
-process): the first to start freezes, the last to end unfreezes (cyclic garbage among those objects
-is then collected as usual).
+I/O loop starts (modules, the run's set-up) lives through it, so :func:`hold` moves it out of
+collection (``gc.freeze``) until the matching :func:`release`. Runs and loops may overlap (an update
+run inside an issuing process): the first to start freezes, the last to end unfreezes (cyclic
+garbage among those objects is then collected as usual).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import threading
-from collections.abc import Iterator
 
 _lock = threading.Lock()
 _holders = 0
@@ -37,12 +35,3 @@ def release() -> None:
         _holders -= 1
         if _holders == 0:
             gc.unfreeze()
-
-
-@contextlib.contextmanager
-def frozen() -> Iterator[None]:
-    hold()
-    try:
-        yield
-    finally:
-        release()

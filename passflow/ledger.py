@@ -164,8 +164,8 @@ def _same_everywhere(values: np.ndarray) -> bool:
     """Whether an object array holds one value (None included) in every row."""
     first = values[0]
     if first is None:
-        return all(v is None for v in values)  # `== None` on an object array is elementwise, but lint-hostile
-    return bool((values == first).all()) if isinstance(first, str) else False
+        return all(v is None for v in values)
+    return bool((values == first).all()) if isinstance(first, str) else False  # NaN, dates: per row
 
 
 # PostgreSQL: a batch of at least this many rows is COPYed into a temporary table and upserted from
