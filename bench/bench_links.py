@@ -11,8 +11,9 @@ Measured in one run, so the ratios hold on a noisy machine:
 
 The segment comes from a CSV file (``--source csv``) or from a table in SQLite or PostgreSQL
 (``--source sqlite|postgres``, loaded once from the generated CSV); the naive loop reads the same
-source (``csv`` module, or the driver's cursor). Peak RSS is measured inside each subprocess: the run's
-own process, and the sum over its worker processes (the forkserver's tree, sampled from /proc).
+source (``csv`` module, or the driver's cursor). Peak RSS (VmHWM) is measured inside each
+subprocess: the run's own process, and the sum over its worker processes (the forkserver's tree,
+sampled from /proc).
 
 Usage:  python bench/bench_links.py [--rows 1000000] [--source csv|sqlite|postgres] [--chunk-size 50000]
                                     [--no-naive] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
@@ -78,7 +79,22 @@ with open(sys.argv[2], "w", newline="", encoding="utf-8") as g:
         url = base + "?" + "&".join(k + "=" + quote(v, safe="@:/") for k, v in params) + "&checksum=" + checksum
         w.writerow([row["customer_id"], pid, url])
 print(time.perf_counter() - t0)
-import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+{peak}
+print(peak_rss_kb())
+"""
+
+# A process's own peak RSS. Not ru_maxrss: Linux carries it over an exec from the process that
+# forked, so a run started right after this script generated a 10M-row segment (~1.4 GB of pandas)
+# reported that instead (the "unexplained" 1,47x MB peaks). VmHWM belongs to the process's own
+# address space, which starts at the exec.
+PEAK_RSS = """
+def peak_rss_kb():
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):  # no /proc: the rusage figure, with that caveat
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 """
 
 FLOW = r"""
@@ -133,8 +149,8 @@ threading.Thread(target=_sample, daemon=True).start()
 summary = issue_passes(IssueRequest(campaign=sys.argv[1]))
 elapsed = time.perf_counter() - t0
 done.set()
-import resource
-rss = {"main_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "workers_rss_kb": workers_peak[0],
+{peak}
+rss = {"main_rss_kb": peak_rss_kb(), "workers_rss_kb": workers_peak[0],
        "main_sampled_kb": main_peak[0], "main_sampled_at_s": main_peak[1]}
 print(json.dumps({"startup_s": startup, "flow_s": elapsed, "summary": summary, **rss}))
 """
@@ -287,13 +303,13 @@ def main() -> None:
         camp.write_text(CAMPAIGN.format(source=source_toml, chunk=args.chunk_size, out=out), encoding="utf-8")
         naive_s = naive_rss = None
         if not args.no_naive:
-            script = NAIVE.replace("{rows}", NAIVE_ROWS[args.source])
+            script = NAIVE.replace("{rows}", NAIVE_ROWS[args.source]).replace("{peak}", PEAK_RSS)
             naive_args = [a.replace("{out}", str(out / "naive.csv")) for a in naive_args]
             naive_out, _ = run([sys.executable, "-c", script, *naive_args])
             naive_s, naive_kb = map(float, naive_out.strip().splitlines()[-2:])
             naive_rss = naive_kb / 1024
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        flow_out, _ = run([sys.executable, "-c", textwrap.dedent(FLOW), str(camp)], env=env)
+        flow_out, _ = run([sys.executable, "-c", textwrap.dedent(FLOW).replace("{peak}", PEAK_RSS), str(camp)], env=env)
         res = json.loads(flow_out.strip().splitlines()[-1])
     s = res["summary"]
     assert s["issued_new"] == args.rows, s
