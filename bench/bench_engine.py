@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -97,6 +98,9 @@ def main() -> None:
                 source = f'csv = "{seg}"'
                 camp.write_text(CAMPAIGN.format(source=source, chunk=50_000, out=out), encoding="utf-8")
                 res = run_once(root, camp)
+            # Every run writes ~1.7 GB; let the disk catch up before the next one starts, so a run
+            # never pays for the writeback its predecessor left behind.
+            os.sync()
             assert res["issued"] == args.rows, res
             results[name].append(res)
             print(f"run {i + 1}  {name:5}  {res['wall_s']:6.2f} s  CPU {res['cpu_s']:6.2f} s", flush=True)
