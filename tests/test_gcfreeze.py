@@ -8,7 +8,8 @@ from passflow import gcfreeze
 from passflow.asyncloop import BackgroundLoop
 
 
-def test_the_first_holder_freezes_and_the_last_one_unfreezes() -> None:
+def test_the_first_holder_freezes_and_the_last_one_unfreezes(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(gcfreeze, "_holders", 0)  # whatever an earlier test left held
     gc.unfreeze()
     gcfreeze.hold()
     frozen = gc.get_freeze_count()
@@ -22,7 +23,8 @@ def test_the_first_holder_freezes_and_the_last_one_unfreezes() -> None:
     assert gc.get_freeze_count() == 0
 
 
-def test_a_closed_run_releases_its_hold(tmp_path) -> None:  # noqa: ANN001
+def test_a_closed_run_releases_its_hold(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(gcfreeze, "_holders", 0)
     from passflow.config import load_campaign
     from passflow.engine import IssueRun
 

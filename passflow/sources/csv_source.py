@@ -449,16 +449,11 @@ def _quotes_plain(block: bytes, delim: bytes) -> bool:
     (``"a"b`` or ``"a" ,`` are errors for the csv module, not for Arrow). Looks only at the bytes
     around each quote (numpy): counting two-byte patterns with ``bytes.count`` took longer than
     parsing the block. :func:`_accounts_for` checks what the parse made of them."""
-    if len(delim) != 1:  # a delimiter outside ASCII: count the patterns
-        quotes = block.count(b'"')
-        opening = block.count(delim + b'"') + block.count(b'\n"') + block.startswith(b'"')
-        closing = block.count(b'"' + delim) + block.count(b'"\n') + block.count(b'"\r')
-        return quotes == opening + closing
     data = np.frombuffer(block, dtype=np.uint8)
     quotes = np.flatnonzero(data == _QUOTE)
     if not quotes.size:
         return True
-    sep = delim[0]
+    sep = delim[0]  # one byte: the plain path takes no other delimiter (_plain_prefix_start)
     before = data[np.maximum(quotes - 1, 0)]
     opening = (before == sep) | (before == _LF) | (quotes == 0)
     after = data[np.minimum(quotes + 1, data.size - 1)]
