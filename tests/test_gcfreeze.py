@@ -12,11 +12,11 @@ def test_the_first_holder_freezes_and_the_last_one_unfreezes(monkeypatch) -> Non
     monkeypatch.setattr(gcfreeze, "_holders", 0)  # whatever an earlier test left held
     gc.unfreeze()
     gcfreeze.hold()
-    frozen = gc.get_freeze_count()
-    assert frozen > 0  # what existed at the first hold
+    assert gc.get_freeze_count() > 0  # what existed at the first hold
     loop = BackgroundLoop()  # a second holder (an API run's I/O loop inside a run)
     gcfreeze.release()
-    assert gc.get_freeze_count() == frozen  # the loop still holds it
+    # the loop still holds it (the count itself drifts: frozen objects freed by refcount leave it)
+    assert gc.get_freeze_count() > 0
     loop.close()
     assert gc.get_freeze_count() == 0
     gcfreeze.release()  # one release too many changes nothing
