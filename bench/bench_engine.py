@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_links import CAMPAIGN, OUT, ROOT, generate_segment  # noqa: E402
+from bench_links import CAMPAIGN, ROOT, ensure_segment  # noqa: E402
 
 # One run in a fresh process: the checkout in argv[1] comes first on sys.path (passflow is a
 # namespace package, so the first checkout on the path provides every module, workers included).
@@ -83,11 +83,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="runs per side")
     ap.add_argument("--other", type=Path, help="another checkout to compare with (alternated)")
     args = ap.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
-    seg = OUT / f"segment-{args.rows}.csv"
-    if not seg.exists():
-        print(f"generating {seg} …", flush=True)
-        generate_segment(seg, args.rows)
+    seg = ensure_segment(args.rows)
     sides = {"this": ROOT} | ({"other": args.other.resolve()} if args.other else {})
     results: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for i in range(args.runs):

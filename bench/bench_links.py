@@ -206,6 +206,16 @@ def generate_segment(path: Path, rows: int) -> None:
     pacsv.write_csv(pa.Table.from_pandas(df, preserve_index=False), path)
 
 
+def ensure_segment(rows: int) -> Path:
+    """The generated CSV segment of ``rows`` rows in ``bench/out`` (generated once, then reused)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    seg = OUT / f"segment-{rows}.csv"
+    if not seg.exists():
+        print(f"generating {seg} …", flush=True)
+        generate_segment(seg, rows)
+    return seg
+
+
 def sqlite_segment(csv_path: Path, rows: int) -> Path:
     """The segment as table ``segment`` of a SQLite file (all TEXT, as exported), built once."""
     db = OUT / f"segment-{rows}.sqlite"
@@ -280,11 +290,7 @@ def main() -> None:
     ap.add_argument("--no-naive", action="store_true", help="skip the naive loop (e.g. for a 10M memory run)")
     ap.add_argument("--pg-url", default=os.environ.get("PASSFLOW_TEST_PG_URL", PG_URL))
     args = ap.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
-    seg = OUT / f"segment-{args.rows}.csv"
-    if not seg.exists():
-        print(f"generating {seg} …", flush=True)
-        generate_segment(seg, args.rows)
+    seg = ensure_segment(args.rows)
     if args.source == "csv":
         source_toml = f'csv = "{seg}"'
         naive_args = [str(seg), "{out}"]
