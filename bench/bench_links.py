@@ -308,6 +308,10 @@ def main() -> None:
         camp = out / "bench.toml"
         camp.write_text(CAMPAIGN.format(source=source_toml, chunk=args.chunk_size, out=out), encoding="utf-8")
         naive_s = naive_rss = None
+        # Each side starts with nothing left to write back: the naive loop's ~340 MB output (or a
+        # freshly generated segment) would otherwise be flushed by the kernel during the flow, and
+        # charged to it (the same as bench_engine.py between its runs).
+        os.sync()
         if not args.no_naive:
             script = NAIVE.replace("{rows}", NAIVE_ROWS[args.source]).replace("{peak}", PEAK_RSS)
             naive_args = [a.replace("{out}", str(out / "naive.csv")) for a in naive_args]
@@ -315,6 +319,7 @@ def main() -> None:
             naive_s, naive_kb = map(float, naive_out.strip().splitlines()[-2:])
             naive_rss = naive_kb / 1024
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        os.sync()
         flow_out, _ = run([sys.executable, "-c", textwrap.dedent(FLOW).replace("{peak}", PEAK_RSS), str(camp)], env=env)
         res = json.loads(flow_out.strip().splitlines()[-1])
     s = res["summary"]

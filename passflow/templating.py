@@ -924,6 +924,12 @@ class CompiledTemplate:
                 merged.append(piece)
         return merged
 
+    def is_text_around(self, column: str) -> bool:
+        """Whether every row renders as the same fixed text around ``column``'s value and nothing
+        else (no fallback, no other column): distinct values then render distinct strings."""
+        columns = [p for p in self._pieces or [] if isinstance(p, _Column)]
+        return len(columns) == 1 and columns[0].name == column and columns[0].fallback is None
+
     # -- rendering
 
     def render_row(self, row: Mapping[str, Any]) -> str:

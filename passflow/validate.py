@@ -110,8 +110,8 @@ def check_columns(columns: list[str], rules: FieldRules, template_columns: set[s
 
 
 def _normalise_email(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Return (normalised, ok) — emails trimmed, domain lower-cased; IDN/odd ones via email_validator."""
-    values = values.str.strip()
+    """Return (normalised, ok) for trimmed emails (validate_chunk trims): domain lower-cased;
+    IDN/odd ones via email_validator."""
     ok = values.str.match(_EMAIL_FAST) & (values.str.len() <= 254)
     out = values.copy()
     # Lower-case the domain only where it has capitals (rare): rpartition is a per-row Python call.
@@ -144,7 +144,7 @@ def _normalise_phone(values: pd.Series, region: str) -> tuple[pd.Series, pd.Seri
     compact = compact.where(~compact.str.startswith("00"), "+" + compact.str.slice(2))
     ok = compact.str.match(_E164)
     out = compact.where(ok, values)
-    slow = ~ok & (values.str.strip() != "")
+    slow = ~ok & (values != "")  # trimmed by validate_chunk
     if slow.any():
         parsed: dict[str, str | None] = {}
         for v in pd.unique(values[slow]):

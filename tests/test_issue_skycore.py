@@ -263,3 +263,22 @@ def test_segment_copied_to_other_directory_still_runs(tmp_path: Path) -> None:
     result = run_issue(load_campaign(other / "c.toml"))
     assert all(str(other) in f for f in result.export_files)
     assert sqlite3.connect(other / "state" / "ledger.db").execute("select count(*) from passflow_ledger").fetchone()[0] == 293
+
+
+def test_pass_ids_around_the_customer_id_skip_their_own_uniqueness_check(tmp_path: Path) -> None:
+    """"T{{ customer.customer_id }}" is unique once customer ids are (staging rejects repeats), so the
+    run does not hash and check every pass id a second time; a pass id from another column is checked."""
+    from datetime import UTC, datetime
+
+    from passflow.issuers.skycore import SkycoreLinkIssuer
+
+    path = make_campaign(tmp_path)
+    around = SkycoreLinkIssuer(load_campaign(path), datetime.now(UTC))
+    assert not around.claims_pass_ids
+    path.write_text(path.read_text(encoding="utf-8").replace("T{{ customer.customer_id }}", "T{{ customer.email }}"))
+    other = SkycoreLinkIssuer(load_campaign(path), datetime.now(UTC))
+    assert other.claims_pass_ids
+    # and the run with the segment's repeated customer id still exports one pass id per customer
+    result = run_issue(load_campaign(make_campaign(tmp_path / "run")))
+    ids = [r["skycore_pass_id"] for r in read_csv(next(f for f in result.export_files if "moengage" in f))]
+    assert result.reject_reasons["duplicate_customer_id"] == 1 and len(ids) == len(set(ids)) == 293

@@ -610,3 +610,24 @@ def test_seed_transcription_matches_the_seed_template_rendered_by_jinja() -> Non
     result = t.render_frame(frame(ts=[str(ts) for ts in stamps]))
     assert result.n_failed == 0
     assert result.values.tolist() == [seed_change_message(ts) for ts in stamps]
+
+
+@pytest.mark.parametrize(
+    ("source", "around"),
+    [
+        ("SPRING{{ customer.customer_id }}", True),
+        ("{{ customer.customer_id }}", True),
+        ("A{{ campaign.code }}-{{ customer['customer_id'] }}-Z", True),  # campaign values are fixed
+        ("{{ customer.customer_id|default('x') }}", False),  # a fallback could repeat
+        ("{{ customer.customer_id }}{{ customer.customer_id }}", False),  # injective, but not claimed
+        ("{{ customer.customer_id }}-{{ customer.email }}", False),
+        ("{{ customer.customer_id|upper }}", False),  # case folding can merge ids
+        ("{{ customer.email }}", False),
+        ("FIXED", False),
+    ],
+)
+def test_text_around_a_column(source: str, around: bool) -> None:
+    """What lets Skycore skip the pass id uniqueness check: pass ids that are fixed text around the
+    customer id are unique once customer ids are."""
+    t = compile_template(source, name="t", campaign={"code": "C"}, now=NOW)
+    assert t.is_text_around("customer_id") is around

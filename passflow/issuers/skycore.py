@@ -122,8 +122,11 @@ class SkycoreLinkIssuer(Issuer):
 
     @property
     def claims_pass_ids(self) -> bool:
-        """Whether pass ids come from a template (then they must be unique within the run)."""
-        return self.settings.pass_id_param in self.templates
+        """Whether pass ids come from a template and need their own run-wide uniqueness check. Not
+        when the template is fixed text around the customer id (``SPRING{{ customer.customer_id }}``):
+        staging already rejected every repeated customer id, so those pass ids are unique too."""
+        template = self.templates.get(self.settings.pass_id_param)
+        return template is not None and not template.is_text_around("customer_id")
 
     def claim_pass_ids(
         self, prepared: pd.DataFrame, rejects: Rejects, hashes: np.ndarray | None = None
