@@ -124,7 +124,7 @@ def per_second(arrivals: list[float]) -> list[int]:
 def issue_once(rate: float, customers: int, latency_ms: float) -> dict[str, object]:
     """One campaign of ``customers`` at ``rate``/s against a fresh sandbox process; the measured row."""
     from passflow.config import load_campaign
-    from passflow.engine import IssueRun
+    from passflow.run import IssueRun
     from passflow.sandbox.runner import start_sandbox_process
     from passflow.sandbox.state import max_in_window
 

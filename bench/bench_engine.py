@@ -2,7 +2,7 @@
 
 On the 2-core VM the same commit's flow time moves by 30 % between runs (and the naive loop of
 ``bench_links.py`` by as much), so a change worth a few per cent is invisible in single runs. This
-runs :func:`passflow.engine.run_issue` on the same 1M-row segment in fresh processes, alternating
+runs :func:`passflow.run.run_issue` on the same 1M-row segment in fresh processes, alternating
 between this checkout and ``--other`` (e.g. ``git worktree add /tmp/before <commit>``), and prints
 per side the mean, min and max wall time and the CPU time of the run's whole process tree (the
 run's process, the forkserver and its staging workers, from ``/proc``), and the ratios between
@@ -31,7 +31,7 @@ ENGINE = r"""
 import json, os, sys, threading, time
 sys.path.insert(0, sys.argv[1])
 from passflow.config import load_campaign
-from passflow.engine import run_issue
+from passflow.run import run_issue
 
 tick = os.sysconf("SC_CLK_TCK")
 cpu = {}  # pid -> last utime + stime seen (workers exit before the run returns)

@@ -49,7 +49,7 @@ import flows.issue_passes  # noqa: F401 - what a deployment's process imports
 import_s = time.perf_counter() - t0
 
 from passflow.config import load_campaign
-from passflow.engine import IssueRun, run_issue
+from passflow.run import IssueRun, run_issue
 from passflow.sources import read_csv_chunks
 
 seg, rows, n_tasks, small, large = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from passflow.config import load_campaign
-from passflow.engine import run_issue
+from passflow.run import run_issue
 from passflow.sandbox import SandboxConfig, start_sandbox_process
 from passflow.sandbox.state import DEMO_SKYCORE_API_KEY
 from passflow.updates import UpdateRequest, run_update

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.issue_passes import PROJECT_ROOT, IssueRequest, issue_passes
 from passflow.errors import PassflowError
 from passflow.inbox import FileOutcome, Inbox
-from passflow.sandbox_autostart import sandbox_for
+from passflow.sandbox.autostart import sandbox_for
 from passflow.secrets import redact
 
 

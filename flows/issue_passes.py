@@ -22,11 +22,10 @@ from prefect.states import Failed
 from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.config import Campaign, load_campaign
-from passflow.engine import IssueRun, RunResult
 from passflow.errors import PassflowError
 from passflow.report import failure_markdown, funnel_markdown, report_progress, summary_markdown, summary_rows
+from passflow.run import IssueRun, RunResult, run_sequence
 from passflow.secrets import redact
-from passflow.shutdown import graceful_stop
 from tasks.issue_tasks import deliver_segment, end_staging, stage_segment
 
 
@@ -135,36 +134,31 @@ def issue_passes(request: IssueRequest) -> dict[str, Any] | State:
     progress = create_progress_artifact(
         0.0, key=artifact_key(campaign.name, "progress"), description=f"{campaign.name}: reading the segment"
     )
-    try:
-        # Prefect's own SIGTERM handler would abort mid-call; ours lets the calls in flight land first.
-        with graceful_stop(logger):
-            stage_segment(run)
-            end_staging(run)
-            logger.info(
-                "staged %d rows: %d ready, %d rejected", run.counts.read, run.counts.prepared, run.counts.rejected
-            )
-            total = run.batch_count
-            report_progress("deliver", 0, total)
+    last_update = time.monotonic()
+
+    def delivered(done: int, total: int) -> None:
+        nonlocal last_update
+        report_progress("deliver", done, total)
+        # Each update is an API call (server CPU a big link run competes with): at most one
+        # every PROGRESS_EVERY_S; the last batch always reports.
+        if done == total or time.monotonic() - last_update >= PROGRESS_EVERY_S:
             last_update = time.monotonic()
+            update_progress_artifact(
+                progress,
+                100.0 * done / total,
+                description=f"{campaign.name}: {done} of {total} batches delivered "
+                f"({run.counts.read} rows read, {run.counts.rejected} rejected)",
+            )
 
-            def delivered(done: int, total: int) -> None:
-                nonlocal last_update
-                report_progress("deliver", done, total)
-                # Each update is an API call (server CPU a big link run competes with): at most one
-                # every PROGRESS_EVERY_S; the last batch always reports.
-                if done == total or time.monotonic() - last_update >= PROGRESS_EVERY_S:
-                    last_update = time.monotonic()
-                    update_progress_artifact(
-                        progress,
-                        100.0 * done / total,
-                        description=f"{campaign.name}: {done} of {total} batches delivered "
-                        f"({run.counts.read} rows read, {run.counts.rejected} rejected)",
-                    )
+    def deliver(run: IssueRun) -> None:
+        logger.info("staged %d rows: %d ready, %d rejected", run.counts.read, run.counts.prepared, run.counts.rejected)
+        report_progress("deliver", 0, run.batch_count)
+        deliver_segment(run, delivered)
 
-            deliver_segment(run, delivered)
-            result = run.commit()
+    try:
+        # Prefect's own SIGTERM handler would abort mid-call; the sequence's lets the calls in flight land first.
+        result = run_sequence(run, stage=stage_segment, check=end_staging, deliver=deliver, logger=logger)
     except BaseException as exc:
-        run.abort(exc)
         publish_failure(campaign.name, exc, run.run_id)
         raise
     update_progress_artifact(progress, 100.0, description=f"{campaign.name}: done")

@@ -23,8 +23,8 @@ from prefect.deployments import arun_deployment
 from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.config import load_campaign
-from passflow.engine import IssueRun
 from passflow.ledger import Ledger
+from passflow.run import IssueRun, run_sequence
 from tasks.issue_tasks import deliver_segment, end_staging, stage_segment
 
 
@@ -73,14 +73,8 @@ def issue_passes_shard(request: ShardRequest) -> dict[str, Any]:
     shard = (request.shard_index, request.shard_count)
     run = IssueRun(campaign, logger=logger, shard=shard, flow_name="issue-passes-shard")
     logger.info("run %s: %s shard %d of %d", run.run_id, campaign.name, shard[0] + 1, shard[1])
-    try:
-        stage_segment(run)
-        end_staging(run)
-        deliver_segment(run)
-        result = run.commit()
-    except BaseException as exc:
-        run.abort(exc)
-        raise
+    # The same sequence as an unsharded run, SIGTERM handling included: calls in flight are recorded.
+    result = run_sequence(run, stage=stage_segment, check=end_staging, deliver=deliver_segment, logger=logger)
     return result.summary()
 
 

@@ -87,7 +87,7 @@ def _fail(exc: BaseException) -> None:
 def _run_flow(flow: Any, request: Any, campaign: Any) -> tuple[dict, Any]:
     """Run a flow (with the sandbox when the campaign points at it, and a live progress bar); its summary
     and final state, or exit with the error."""
-    from passflow.sandbox_autostart import sandbox_for
+    from passflow.sandbox.autostart import sandbox_for
 
     _quiet_user_errors()
     with sandbox_for(campaign, console=err), _live_progress():
@@ -292,7 +292,7 @@ def history(
 def validate(campaign: Annotated[Path, typer.Argument(help="Campaign TOML file")]) -> None:
     """Check a campaign file (keys, types, secrets, templates, segment columns) without running it."""
     from passflow.config import load_campaign
-    from passflow.engine import IssueRun
+    from passflow.run import IssueRun
 
     try:
         loaded = load_campaign(campaign)
@@ -316,7 +316,7 @@ def verify_link_cmd(
     campaign: Annotated[Path | None, typer.Option(help="Use this campaign's recipe and salt")] = None,
 ) -> None:
     """Check signed links. For one link, report every checksum recipe that matches it."""
-    from passflow.linkcheck import check_export, explain_link, recipe_and_salt
+    from passflow.providers.skycore.linkcheck import check_export, explain_link, recipe_and_salt
 
     try:
         recipe, salt = recipe_and_salt(campaign=campaign, salt_env=salt_env)
@@ -412,7 +412,7 @@ def serve_cmd(
     from deployments.registry import CAMPAIGNS, build_deployments
     from deployments.server import prefect_server
     from passflow.config import load_campaign
-    from passflow.sandbox_autostart import sandbox_for
+    from passflow.sandbox.autostart import sandbox_for
 
     folder = campaigns or CAMPAIGNS
     inbox_request = {"campaigns": str(folder.resolve())} if campaigns else {}

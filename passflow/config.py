@@ -27,16 +27,30 @@ LEDGER_URL_ENV = "PASSFLOW_LEDGER_URL"
 SECRET_FIELDS = {"salt", "public_token", "secret_token", "api_key", "sql_url", "url", "secret"}
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every campaign-file section (providers' sections too)."""
+
     # Unknown keys are errors: a typo such as `max_per_secnd` must not be silently ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_Model = StrictModel
 
 
 class CampaignInfo(_Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")] = Field(
         description="Campaign id: letters, digits, '-', '_', '.'; used in the ledger and file names"
     )
-    provider: Literal["skycore", "passmachine"]
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, v: str) -> str:
+        from passflow.providers import registry
+
+        if v not in registry.names():
+            raise ValueError(f"unknown provider; known providers: {', '.join(registry.names())}")
+        return v
+    provider: str = Field(description="A registered provider (passflow.providers.registry), e.g. skycore")
     pass_type: Literal[PASS_TYPES] = "coupon"  # type: ignore[valid-type]
     description: str = ""
 
@@ -77,56 +91,6 @@ class ValidationSettings(_Model):
     require_phone: bool = False
     default_phone_region: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "US"
     max_reject_rate: float = Field(0.2, ge=0.0, le=1.0, description="Fail before issuing above this share")
-
-
-class SkycoreSettings(_Model):
-    link_base: str = Field(description="The link from Skycore's 'Get Link', up to (not including) '?'")
-    params: dict[str, str] = Field(description="Query parameters in link order: name = template")
-    salt: SecretRef | None = None
-    salt_position: Literal["append", "prepend"] = "append"
-    hex_case: Literal["lower", "upper"] = "lower"
-    hash_input: Literal["raw", "encoded"] = "raw"
-    pass_id_param: str = "pass-id"
-
-    @field_validator("link_base")
-    @classmethod
-    def _base(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s?#]+$", v):
-            raise ValueError(
-                "must be an http(s) URL without '?' or '#', e.g. https://d2c.skycore.com/wallet/gc/LINKID; "
-                "put the parameters under [skycore.params]"
-            )
-        return v
-
-    @field_validator("params")
-    @classmethod
-    def _params(cls, v: dict[str, str]) -> dict[str, str]:
-        if not v:
-            raise ValueError("needs at least one parameter, e.g. \"pass-id\" = \"{{ customer.customer_id }}\"")
-        if "checksum" in v:
-            raise ValueError("'checksum' is computed by passflow; remove it from [skycore.params]")
-        return v
-
-
-class PassmachineSettings(_Model):
-    api_base_url: str = Field(description="https://api.passmachine.cz, or the sandbox's /passmachine URL")
-    account: str
-    template_id: str
-    public_token: SecretRef
-    secret_token: SecretRef
-    template_variables: dict[str, str] = Field(default_factory=dict)
-    metadata: dict[str, str] = Field(default_factory=dict)
-    auth_style: Literal["basic", "headers"] = "basic"
-    token_field: str = "token"
-    token_ttl_s: int = Field(3600, ge=60)
-    lookup_metadata_key: str = Field("registered", description="Metadata key carrying our customer id")
-
-    @field_validator("api_base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://\S+$", v):
-            raise ValueError("must be an http(s) URL such as https://api.passmachine.cz")
-        return v.rstrip("/")
 
 
 class Limits(_Model):
@@ -204,16 +168,29 @@ class ScheduleSettings(_Model):
 
 
 class UpdateAction(_Model):
-    """What one update action sends (see :mod:`passflow.updates`). Values are templates over the row:
-    the segment's columns for ``--diff``; ``customer_id``, ``pass_id``, ``event``, ``occurred_at``
-    for events and customer lists."""
+    """What one update action sends (see :mod:`passflow.updates`): one table of value templates, under
+    the key the campaign's provider reads (Skycore ``pass_data``, Passmachine ``template_variables``;
+    see the provider's ``UpdateSupport.action_values``). Values are templates over the row: the
+    segment's columns for ``--diff``; ``customer_id``, ``pass_id``, ``event``, ``occurred_at`` for
+    events and customer lists."""
 
-    pass_data: dict[str, str] = Field(
-        default_factory=dict, description="Skycore: the update API's pass-data, e.g. pass-update-notification"
-    )
-    template_variables: dict[str, str] = Field(
-        default_factory=dict, description="Passmachine: JSON Patch replace /templateVariables/<name>"
-    )
+    # The key is the provider's, so it cannot be a fixed field; check_update_config names the right one.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _tables_of_text(self) -> UpdateAction:
+        for key, table in (self.model_extra or {}).items():
+            if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+                raise ValueError(f"[..{key}] must be a table of name = \"template\" strings")
+        return self
+
+    @property
+    def tables(self) -> dict[str, dict[str, str]]:
+        """Every value table of the action, by key (normally just the provider's)."""
+        return dict(self.model_extra or {})
+
+    def values(self, key: str) -> dict[str, str]:
+        return dict((self.model_extra or {}).get(key, {}))
 
 
 class UpdateEventsSettings(_Model):
@@ -265,23 +242,48 @@ class Campaign(_Model):
     source: SourceSettings
     columns: ColumnMapping = ColumnMapping()
     validation: ValidationSettings = ValidationSettings()
-    skycore: SkycoreSettings | None = None
-    passmachine: PassmachineSettings | None = None
     limits: Limits = Limits()
     export: ExportSettings = ExportSettings()
     ledger: LedgerSettings = LedgerSettings()
     schedule: ScheduleSettings | None = None
     callbacks: CallbackSettings | None = None
     updates: UpdateSettings | None = None
+    #: the ``[<provider>]`` sections present, each validated by its provider's model (the registry's)
+    provider_sections: dict[str, Any] = Field(default_factory=dict)
     # Set by the loader, not the file: where the campaign came from (for messages and paths).
     path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _take_provider_sections(cls, data: Any) -> Any:
+        """Move ``[<provider>]`` tables into ``provider_sections``, validated by their provider's model."""
+        if not isinstance(data, dict) or "provider_sections" in data:
+            return data
+        from passflow.providers import registry
+
+        data = dict(data)
+        sections: dict[str, Any] = {}
+        for provider in registry.all_providers():
+            if provider.name in data:
+                raw = data.pop(provider.name)
+                try:
+                    sections[provider.name] = provider.settings.model_validate(raw)
+                except ValidationError as exc:
+                    raise ProviderSectionError(provider.name, exc) from None
+        data["provider_sections"] = sections
+        return data
 
     @model_validator(mode="after")
     def _provider_section(self) -> Campaign:
         p = self.campaign.provider
-        if getattr(self, p) is None:
+        if p not in self.provider_sections:
             raise ValueError(f"campaign.provider is {p!r} but the [{p}] section is missing")
         return self
+
+    @property
+    def settings(self) -> Any:
+        """The campaign's ``[<provider>]`` section (the provider's settings model)."""
+        return self.provider_sections[self.campaign.provider]
 
     @property
     def name(self) -> str:
@@ -307,10 +309,19 @@ def resolve_db_url(url: str, base: Path) -> str:
     return url
 
 
-def _format_validation_error(exc: ValidationError, file: str) -> ConfigError:
+class ProviderSectionError(Exception):
+    """A provider's section failed its model (raised through pydantic, so the keys keep their section)."""
+
+    def __init__(self, section: str, error: ValidationError) -> None:
+        super().__init__(str(error))
+        self.section = section
+        self.error = error
+
+
+def _format_validation_error(exc: ValidationError, file: str, prefix: tuple[str, ...] = ()) -> ConfigError:
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in (*prefix, *err["loc"])) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see data/campaigns/*.toml for the keys)"
@@ -350,6 +361,8 @@ def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         campaign = Campaign.model_validate(raw)
     except ValidationError as exc:
         raise _format_validation_error(exc, file) from None
+    except ProviderSectionError as exc:
+        raise _format_validation_error(exc.error, file, (exc.section,)) from None
 
     # Resolve relative locations against the campaign file's directory.
     src = campaign.source

@@ -1,6 +1,6 @@
 """Human-readable run reports, shared by the Prefect artifacts, the CLI and the inbox's report files.
 
-Everything here renders a run's *summary dict* (:meth:`passflow.engine.RunResult.summary`, also what
+Everything here renders a run's *summary dict* (:meth:`passflow.run.RunResult.summary`, also what
 the flow returns), so the artifact, the CLI table and the inbox report can never disagree. A run's
 progress goes to listeners (:func:`add_progress_listener`): the flow feeds the Prefect progress
 artifact and the CLI's live progress bar from the same calls.
@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from passflow.engine import RunResult
+from passflow.run import RunResult
 
 Summary = Mapping[str, Any]
 # Timing keys of a summary, in display order (seconds).

@@ -54,8 +54,9 @@ import pyarrow.ipc as ipc
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from passflow.issuers.base import DeliveryContext
 from passflow.ledger import Ledger
+from passflow.providers.base import DeliveryContext, StagesInWorkers
+from passflow.run.journal import RunLock
 from passflow.seen import SeenKeys, hash_keys
 from passflow.validate import ROW, FieldRules, Rejects, reject_duplicate_ids, validate_chunk
 
@@ -77,7 +78,7 @@ def pool_workers() -> int:
 
 def wants_pool(issuer: Any, *, csv_path: str | None, rows_read: int) -> bool:
     """Whether a run should stage in worker processes: a big source, an issuer that can, two cores."""
-    if not hasattr(issuer, "worker_factory") or pool_workers() < 2:
+    if not isinstance(issuer, StagesInWorkers) or pool_workers() < 2:
         return False
     if csv_path is not None:
         try:
@@ -312,11 +313,11 @@ class _SpooledBatch:
     now: datetime
 
 
-def _record(
-    url: str, campaign: str, provider: str, batch: pd.DataFrame | str | _SpooledBatch, run_id: str
-) -> float:
+def _record(url: str, lock: RunLock, campaign: str, provider: str, batch: pd.DataFrame | str | _SpooledBatch) -> float:
     """Record one batch (a frame, the Arrow file holding it, or a spooled batch to deliver again)
-    and refresh the run's lock, in a worker. Returns the seconds it took."""
+    and refresh the run's lock (the run's own key: a shard's, for one shard of a split run), in a
+    worker. Returns the seconds it took."""
+    run_id = lock.run_id
     assert _worker is not None, "not a staging worker"
     t0 = time.perf_counter()
     if isinstance(batch, _SpooledBatch):
@@ -324,7 +325,7 @@ def _record(
         # memory-mapped, and pandas' `str` columns keep the Arrow strings: nothing is copied here
         prepared = read_arrow(batch.path).select(issuer.delivered_columns).to_pandas()
         ctx = DeliveryContext(run_id=run_id, campaign=campaign, now=batch.now, log=None)
-        rows = issuer.for_ledger(issuer.deliver(prepared, ctx, None))
+        rows = issuer.for_ledger(issuer.deliver(prepared, ctx))
         del prepared
     elif isinstance(batch, str):
         rows = read_arrow(batch, memory_map=False).to_pandas()
@@ -338,7 +339,7 @@ def _record(
         # Binds the rows while the other worker may be merging its batch; merges under the lock.
         ledger.write(statements, serialize=_worker.write_lock)
         with _worker.write_lock:
-            ledger.heartbeat(campaign, run_id)
+            lock.heartbeat(ledger)
     except sa.exc.DBAPIError as exc:
         # The same error without its parameters: they are the whole batch (customer data, and too
         # big to send back to the run).
@@ -457,9 +458,9 @@ class StagePool:
             done.append(self._pending.popleft().result())
         return done
 
-    def ledger_writer(self, url: str, directory: Path) -> LedgerWriter:
+    def ledger_writer(self, url: str, directory: Path, lock: RunLock) -> LedgerWriter:
         assert self._executor is not None
-        return LedgerWriter(self._executor, url, directory)
+        return LedgerWriter(self._executor, url, directory, lock)
 
     def close(self) -> None:
         if self._executor is not None:
@@ -485,16 +486,17 @@ class LedgerWriter:
 
     IN_FLIGHT = 2
 
-    def __init__(self, executor: ProcessPoolExecutor, url: str, directory: Path) -> None:
+    def __init__(self, executor: ProcessPoolExecutor, url: str, directory: Path, lock: RunLock) -> None:
         self._executor = executor
         self._url = url
+        self._lock = lock  # the run's lock row: each recorded batch refreshes it
         self._directory = directory
         self._batches = 0
         self._pending: deque[Future[float]] = deque()
         self.write_s = 0.0  # time the workers spent on the batches
         self.wait_s = 0.0  # time the run waited for them
 
-    def record(self, campaign: str, provider: str, rows: pd.DataFrame, run_id: str) -> None:
+    def record(self, campaign: str, provider: str, rows: pd.DataFrame) -> None:
         while len(self._pending) >= self.IN_FLIGHT:
             self._settle(self._pending.popleft())
         self._batches += 1
@@ -505,16 +507,16 @@ class LedgerWriter:
             batch = str(path)
         except (pa.ArrowException, TypeError, ValueError):  # a column Arrow cannot hold: pickle it
             path.unlink(missing_ok=True)
-        self._pending.append(self._executor.submit(_record, self._url, campaign, provider, batch, run_id))
+        self._pending.append(self._executor.submit(_record, self._url, self._lock, campaign, provider, batch))
 
-    def record_spooled(self, campaign: str, provider: str, spooled: Path, run_id: str, now: datetime) -> None:
+    def record_spooled(self, campaign: str, provider: str, spooled: Path, now: datetime) -> None:
         """Record every row of a spooled batch as the issuer's ``deliver`` at ``now`` makes it (an
         issuer that ``delivers_from_spool``): the worker reads the spool file the batch was staged
         into, and nothing is written again."""
         while len(self._pending) >= self.IN_FLIGHT:
             self._settle(self._pending.popleft())
         batch = _SpooledBatch(str(spooled), now)
-        self._pending.append(self._executor.submit(_record, self._url, campaign, provider, batch, run_id))
+        self._pending.append(self._executor.submit(_record, self._url, self._lock, campaign, provider, batch))
 
     def wait(self) -> None:
         """Block until every batch handed over is in the ledger; raise the first error."""

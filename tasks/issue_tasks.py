@@ -1,4 +1,4 @@
-"""Prefect tasks for an issuance run — thin wrappers over :class:`passflow.engine.IssueRun`.
+"""Prefect tasks for an issuance run — thin wrappers over :class:`passflow.run.IssueRun`.
 
 A task run covers whole chunks of rows (thousands), never single rows, and keeps working through
 chunks until it has worked ``TASK_MIN_SECONDS``: a task run costs ~55 ms of Prefect API work
@@ -17,8 +17,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from passflow.engine import IssueRun
 from passflow.report import report_progress
+from passflow.run import IssueRun
 from passflow.validate import ROW
 
 TASK_MIN_SECONDS = 1.0  # a task run's share of Prefect overhead stays under ~5 %

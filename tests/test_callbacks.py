@@ -331,7 +331,7 @@ table = "passflow_pass_events"
 
 def test_uninstall_postback_voids_the_pass_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from passflow.demo import write_segment_csv
-    from passflow.engine import run_issue
+    from passflow.run import run_issue
     from passflow.sandbox.state import DEMO_SKYCORE_API_KEY
     from passflow.updates import UpdateRequest, run_update
 

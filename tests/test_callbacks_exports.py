@@ -12,8 +12,8 @@ import pytest
 from passflow.callbacks.store import CallbackStore, PassEvent
 from passflow.config import load_campaign
 from passflow.demo import write_segment_csv
-from passflow.engine import run_issue
 from passflow.exports import install_status_columns, with_install_status
+from passflow.run import run_issue
 
 CAMPAIGN = """
 [campaign]

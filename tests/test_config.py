@@ -45,7 +45,7 @@ def test_minimal_campaign_defaults(tmp_path: Path) -> None:
     c = load_campaign(write(tmp_path, MINIMAL))
     assert c.source.csv == str(tmp_path / "seg.csv")
     assert c.export.directory == str(tmp_path / "exports")
-    assert c.skycore and c.skycore.hash_input == "raw" and c.skycore.salt_position == "append"
+    assert c.settings.hash_input == "raw" and c.settings.salt_position == "append"
 
 
 @pytest.mark.parametrize(

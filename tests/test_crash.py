@@ -22,8 +22,8 @@ import pytest
 from test_issue_passmachine import assert_exactly_once, make, read_export
 
 from passflow.config import load_campaign
-from passflow.engine import run_issue
 from passflow.ledger import Ledger
+from passflow.run import run_issue
 from passflow.sandbox.runner import SandboxHandle
 from passflow.shutdown import CRASH_ENV
 
@@ -33,7 +33,7 @@ ROWS, CHUNK = 160, 40  # 4 chunks → 4 batches → 2 exports × 4 writes
 RUNNER = """
 import sys
 from passflow.config import load_campaign
-from passflow.engine import run_issue
+from passflow.run import run_issue
 from passflow.errors import RunStopped
 try:
     run_issue(load_campaign(sys.argv[1]))

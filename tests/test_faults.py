@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from test_issue_passmachine import assert_exactly_once, make, read_export
 
 from passflow.config import load_campaign
-from passflow.engine import run_issue
 from passflow.errors import PassflowError
+from passflow.run import run_issue
 from passflow.sandbox.runner import SandboxHandle
 
 ROWS = 120

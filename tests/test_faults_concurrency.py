@@ -18,8 +18,8 @@ import pytest
 from test_issue_passmachine import assert_exactly_once, make, read_export
 
 from passflow.config import load_campaign
-from passflow.engine import run_issue
 from passflow.ledger import CampaignLocked
+from passflow.run import run_issue
 from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
 from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNNER = """
 import sys
 from passflow.config import load_campaign
-from passflow.engine import run_issue
+from passflow.run import run_issue
 from passflow.errors import PassflowError
 try:
     r = run_issue(load_campaign(sys.argv[1]))

@@ -22,9 +22,9 @@ from test_update_skycore import campaign_text as skycore_campaign_text
 
 from passflow.config import Campaign, load_campaign
 from passflow.demo import write_segment_csv
-from passflow.engine import run_issue
 from passflow.errors import PassflowError, VendorError
 from passflow.ledger import Ledger
+from passflow.run import run_issue
 from passflow.sandbox.runner import SandboxHandle
 from passflow.sandbox.state import DEMO_SECRET_TOKEN, DEMO_SKYCORE_API_KEY
 from passflow.updates import UpdateRequest, run_update

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from flows.issue_passes import IssueRequest, issue_passes
 from passflow.cli import app
 from passflow.errors import RejectRateExceeded
-from passflow.providers.skycore_links import verify_link
+from passflow.providers.skycore.links import verify_link
 from tests.test_issue_skycore import make_campaign, read_csv
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]

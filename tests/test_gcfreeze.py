@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 from passflow import gcfreeze
-from passflow.asyncloop import BackgroundLoop
+from passflow.providers.http.loop import BackgroundLoop
 
 
 def test_the_first_holder_freezes_and_the_last_one_unfreezes(monkeypatch) -> None:  # noqa: ANN001
@@ -26,7 +26,7 @@ def test_the_first_holder_freezes_and_the_last_one_unfreezes(monkeypatch) -> Non
 def test_a_closed_run_releases_its_hold(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr(gcfreeze, "_holders", 0)
     from passflow.config import load_campaign
-    from passflow.engine import IssueRun
+    from passflow.run import IssueRun
 
     camp = tmp_path / "c.toml"
     camp.write_text(

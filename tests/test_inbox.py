@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from passflow.config import load_campaign
 from passflow.demo import write_segment_csv
-from passflow.engine import run_issue
 from passflow.inbox import Inbox
+from passflow.run import run_issue
 from tests.test_issue_skycore import make_campaign, read_csv
 
 

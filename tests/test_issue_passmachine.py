@@ -18,9 +18,9 @@ import pytest
 
 from passflow.config import load_campaign
 from passflow.demo import write_segment_csv
-from passflow.engine import run_issue
 from passflow.errors import VendorError
 from passflow.ledger import Ledger
+from passflow.run import run_issue
 from passflow.sandbox.runner import SandboxHandle, start_sandbox_process
 from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN
 
@@ -228,7 +228,7 @@ def test_some_permanent_errors_do_not_stop_the_run(tmp_path: Path, sandbox: Sand
 CRASH_RUNNER = """
 import sys
 from passflow.config import load_campaign
-from passflow.engine import run_issue
+from passflow.run import run_issue
 run_issue(load_campaign(sys.argv[1]))
 """
 

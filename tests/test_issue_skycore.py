@@ -13,10 +13,10 @@ import pytest
 
 from passflow.config import load_campaign
 from passflow.demo import build_crm_db, write_segment_csv
-from passflow.engine import IssueRun, run_issue
 from passflow.errors import ConfigError, RejectRateExceeded
 from passflow.ledger import Ledger
-from passflow.providers.skycore_links import LinkRecipe, parse_link, verify_link
+from passflow.providers.skycore.links import LinkRecipe, parse_link, verify_link
+from passflow.run import IssueRun, run_issue
 
 CAMPAIGN = """
 [campaign]
@@ -270,7 +270,7 @@ def test_pass_ids_around_the_customer_id_skip_their_own_uniqueness_check(tmp_pat
     run does not hash and check every pass id a second time; a pass id from another column is checked."""
     from datetime import UTC, datetime
 
-    from passflow.issuers.skycore import SkycoreLinkIssuer
+    from passflow.providers.skycore.issuer import SkycoreLinkIssuer
 
     path = make_campaign(tmp_path)
     around = SkycoreLinkIssuer(load_campaign(path), datetime.now(UTC))

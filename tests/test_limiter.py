@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from passflow.limiter import RateLimiter, mark_sent
+from passflow.providers.http.limiter import RateLimiter, mark_sent
 
 T = TypeVar("T")
 
@@ -437,7 +437,7 @@ def test_transport_reports_when_the_request_goes_out(sandbox) -> None:  # noqa: 
     plain transport it learns nothing (and keeps only its safety margin)."""
     import httpx
 
-    from passflow.providers.pool_shards import ShardedPoolTransport
+    from passflow.providers.http.pool_shards import ShardedPoolTransport
 
     async def late_requests(transport: httpx.AsyncBaseTransport) -> float:
         limiter = RateLimiter(4, 100)
@@ -473,7 +473,7 @@ def test_a_vendor_refusal_widens_the_margin_then_it_narrows_back() -> None:
 def test_client_shards_share_one_tls_context() -> None:
     # Building a TLS context loads the CA bundle (~20 ms): a 500/s client has 26 shards, and one
     # context each delayed its first request by half a second.
-    from passflow.providers.pool_shards import ShardedPoolTransport
+    from passflow.providers.http.pool_shards import ShardedPoolTransport
 
     transport = ShardedPoolTransport(102)
     contexts = {id(shard._pool._ssl_context) for shard in transport._shards}

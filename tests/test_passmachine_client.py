@@ -24,13 +24,13 @@ from typing import Any
 import httpx
 import pytest
 
-from passflow.limiter import RateLimiter
-from passflow.providers.http_retry import RetryPolicy, parse_retry_after, vendor_message
-from passflow.providers.passmachine import (
+from passflow.providers.http.limiter import RateLimiter
+from passflow.providers.http.retry import RetryPolicy, parse_retry_after, vendor_message
+from passflow.providers.passmachine.client import (
     CallResult,
+    ClientSettings,
     PassmachineClient,
     PassmachineError,
-    PassmachineSettings,
     Secret,
     pass_id_of,
     pass_link_of,
@@ -207,7 +207,7 @@ FAST = {"backoff_base_s": 0.001, "backoff_max_s": 0.005, "reconcile_delay_s": 0.
 def make_client(
     vendor: FakeVendor, *, max_in_flight: int = 10, public: str = PUBLIC, **overrides: Any
 ) -> PassmachineClient:
-    settings = PassmachineSettings(
+    settings = ClientSettings(
         base_url="http://vendor.test/passmachine",
         account="acme",
         auth_style=vendor.auth_style,  # type: ignore[arg-type]
@@ -733,7 +733,7 @@ def test_real_connection_pool_dropped_connection_and_no_secrets_in_httpcore_logs
     async def main() -> CallResult:
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        settings = PassmachineSettings(
+        settings = ClientSettings(
             base_url=f"http://127.0.0.1:{port}/passmachine", account="acme", **FAST
         )
         limiter = RateLimiter(4, 200)

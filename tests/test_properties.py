@@ -22,8 +22,8 @@ from test_exports import reference_neutralise
 from test_limiter import allowed_per_window, max_in_window, run_virtual
 
 from passflow.exports import AttributeExport
-from passflow.limiter import RateLimiter
-from passflow.providers.skycore_links import (
+from passflow.providers.http.limiter import RateLimiter
+from passflow.providers.skycore.links import (
     LinkRecipe,
     all_recipes,
     build_link,

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from passflow.providers.skycore_links import LinkRecipe, build_link
+from passflow.providers.skycore.links import LinkRecipe, build_link
 from passflow.sandbox import (
     FaultRule,
     SandboxHandle,

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 from passflow.config import load_campaign
-from passflow.engine import run_issue
 from passflow.errors import ConfigError
 from passflow.ledger import CampaignLocked, Ledger, lock_key
+from passflow.run import run_issue
 from passflow.sandbox.runner import SandboxHandle
 from passflow.sandbox.state import max_in_window
 from passflow.shards import check_shard, in_shard, shard_campaign, shard_of
@@ -76,7 +76,7 @@ def test_lock_per_shard_and_unsharded_excludes_all(db_url: str) -> None:
 SHARD_RUNNER = """
 import sys
 from passflow.config import load_campaign
-from passflow.engine import run_issue
+from passflow.run import run_issue
 run_issue(load_campaign(sys.argv[1]), shard=(int(sys.argv[2]), int(sys.argv[3])))
 """
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from passflow.providers.skycore_links import (
+from passflow.providers.skycore.links import (
     LinkRecipe,
     all_recipes,
     build_link,

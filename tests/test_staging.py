@@ -21,8 +21,8 @@ import sqlalchemy as sa
 
 from passflow import staging
 from passflow.config import load_campaign
-from passflow.engine import IssueRun
-from passflow.providers.skycore_links import build_link, build_links
+from passflow.providers.skycore.links import build_link, build_links
+from passflow.run import IssueRun
 from passflow.seen import SeenKeys, hash_keys
 from passflow.validate import _PHONE_PUNCT, _PHONE_PUNCT_RE2
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from flows.update_passes import update_passes
 from passflow.cli import app
 from passflow.config import load_campaign
-from passflow.engine import run_issue
+from passflow.run import run_issue
 from passflow.sandbox.runner import start_sandbox_thread
 from passflow.sandbox.state import DEMO_SKYCORE_API_KEY
 from passflow.updates import UpdateRequest, run_update

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from passflow.config import load_campaign
-from passflow.engine import run_issue
+from passflow.run import run_issue
 from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
 from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN
 from passflow.updates import UpdateRequest, customer_history, run_update

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from passflow.config import load_campaign
-from passflow.engine import run_issue
 from passflow.errors import ConfigError, VendorError
+from passflow.run import run_issue
 from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
 from passflow.sandbox.state import DEMO_SKYCORE_API_KEY, FaultRule
 from passflow.updates import UpdateRequest, customer_history, run_update

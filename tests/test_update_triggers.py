@@ -16,7 +16,7 @@ import pytest
 
 from deployments.update_triggers import PASS_UNINSTALLED, UPDATE_REQUESTED, update_triggers
 from passflow.config import load_campaign
-from passflow.engine import run_issue
+from passflow.run import run_issue
 from passflow.sandbox.runner import start_sandbox_thread
 from passflow.sandbox.state import DEMO_SKYCORE_API_KEY
 from passflow.updates import UpdateRequest, customer_history

@@ -1,4 +1,5 @@
-"""The callbacks web app: ``POST /callbacks/<campaign>/skycore`` and ``/callbacks/<campaign>/passmachine``.
+"""The callbacks web app: ``POST /callbacks/<campaign>/<provider>`` for every campaign it serves (the
+provider's ``CallbackSupport`` parses the body; see ``passflow/providers/<name>/``).
 
 Order of work per request, so that nothing unauthenticated touches the database: read the raw body
 → authenticate (401/403) → parse (400/413/422) → map to a customer through the ledger (422 if the
@@ -22,17 +23,13 @@ from starlette.requests import ClientDisconnect
 
 from passflow.callbacks.auth import CallbackAuthError, verify
 from passflow.callbacks.events import Emitter, emit_pass_event
-from passflow.callbacks.payloads import (
-    MAX_BODY_BYTES,
-    CallbackPayloadError,
-    ParsedCallback,
-    parse_passmachine,
-    parse_skycore,
-)
 from passflow.callbacks.store import CallbackStore, PassEvent
 from passflow.config import Campaign
 from passflow.errors import ConfigError
 from passflow.ledger import utcnow
+from passflow.providers import provider_of
+from passflow.providers.callbacks import MAX_BODY_BYTES, CallbackPayloadError, ParsedCallback
+from passflow.providers.spec import CallbackSupport
 from passflow.secrets import resolve_secret
 
 log = logging.getLogger("passflow.callbacks")
@@ -48,8 +45,9 @@ class CampaignEndpoint:
     schemes: tuple[str, ...]
     max_age_s: float
     emit_events: bool
-    customer_key: str
     store: CallbackStore
+    campaign: Campaign
+    support: CallbackSupport
 
 
 def endpoints_for(campaigns: list[Campaign]) -> dict[str, CampaignEndpoint]:
@@ -66,6 +64,9 @@ def endpoints_for(campaigns: list[Campaign]) -> dict[str, CampaignEndpoint]:
             )
         if c.name in out:
             raise ConfigError(f"campaign {c.name!r} is given twice", file=file, key="campaign.name")
+        provider = provider_of(c)
+        if provider.callbacks is None:
+            raise ConfigError(f"{provider.title} sends no callbacks passflow can read", file=file, key="callbacks")
         secret = resolve_secret(c.callbacks.secret, file=file, key="callbacks.secret").get_secret_value()
         store = stores.get(c.ledger.url) or stores.setdefault(c.ledger.url, CallbackStore(c.ledger.url))
         out[c.name] = CampaignEndpoint(
@@ -75,8 +76,9 @@ def endpoints_for(campaigns: list[Campaign]) -> dict[str, CampaignEndpoint]:
             schemes=tuple(c.callbacks.auth),
             max_age_s=c.callbacks.max_age_s,
             emit_events=c.callbacks.emit_events,
-            customer_key=c.passmachine.lookup_metadata_key if c.passmachine else "registered",
             store=store,
+            campaign=c,
+            support=provider.callbacks,
         )
     return out
 
@@ -155,10 +157,7 @@ def create_app(endpoints: dict[str, CampaignEndpoint], *, emitter: Emitter | Non
             log.warning("%s %s callback refused (%d): %s", campaign, provider, exc.status, exc.reason)
             return _answer(exc.status, reason=exc.reason)
         try:
-            if provider == "skycore":
-                parsed = parse_skycore(body, utcnow())
-            else:
-                parsed = parse_passmachine(body, utcnow(), customer_key=ep.customer_key)
+            parsed = ep.support.parse(body, utcnow(), ep.campaign)
             # Database work is blocking: keep it off the event loop.
             return await run_in_threadpool(handle, ep, provider, parsed)
         except CallbackPayloadError as exc:
@@ -171,16 +170,12 @@ def create_app(endpoints: dict[str, CampaignEndpoint], *, emitter: Emitter | Non
             log.error("%s %s callback not recorded: ledger error %s", campaign, provider, type(exc).__name__)
             return _answer(503, reason="ledger unavailable; retry later")
 
-    @app.post("/callbacks/{campaign}/skycore")
-    async def skycore(request: Request, campaign: str) -> JSONResponse:
-        return await receive(request, campaign, "skycore")
-
-    @app.post("/callbacks/{campaign}/passmachine")
-    async def passmachine(request: Request, campaign: str) -> JSONResponse:
-        return await receive(request, campaign, "passmachine")
-
     @app.get("/callbacks/health")
     async def health() -> JSONResponse:
         return _answer(200, ok=True, campaigns=sorted(endpoints), counts=dict(counts))
+
+    @app.post("/callbacks/{campaign}/{provider}")
+    async def callback(request: Request, campaign: str, provider: str) -> JSONResponse:
+        return await receive(request, campaign, provider)
 
     return app

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from passflow.providers import skycore_links
+from passflow.providers.skycore import links as skycore_links
 from passflow.sandbox.state import (
     AFTER_COMMIT_KINDS,
     SKYCORE_PASS_TYPES,

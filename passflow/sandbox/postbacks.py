@@ -19,7 +19,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.callbacks.auth import TOKEN_HEADER, signed_headers
-from passflow.callbacks.payloads import SKYCORE_CODES
+from passflow.providers.skycore.postbacks import SKYCORE_CODES
 
 _SKYCORE_CODE = {event: code for code, event in SKYCORE_CODES.items()}
 _PASSMACHINE_EVENT = {"added": "pass.added", "installed": "pass.added", "removed": "pass.removed",

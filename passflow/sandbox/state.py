@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from passflow.providers.skycore_links import LinkRecipe
+from passflow.providers.skycore.links import LinkRecipe
 
 Endpoint = Literal[
     "any", "authenticate", "create", "get", "lookup", "update", "skycore_link", "skycore_update"
@@ -39,8 +39,8 @@ FaultKind = Literal[
 #: Faults that let the endpoint do its work first, then spoil the response.
 # The sandbox's built-in demo credentials (not secrets: they only open the local sandbox).
 DEMO_ACCOUNT = "demo"
-DEMO_PUBLIC_TOKEN = "pm-public-demo"
-DEMO_SECRET_TOKEN = "pm-secret-demo"
+from passflow.providers.passmachine.sandbox import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN  # noqa: E402
+
 DEMO_SKYCORE_API_KEY = "sky-demo-key"
 
 AFTER_COMMIT_KINDS = frozenset({"slow_after_commit", "drop_after_commit", "malformed_after_commit"})

@@ -1,13 +1,11 @@
 """Update actions: the campaign's ``[updates.actions.<name>]`` checked, then rendered per customer into
 the exact request each vendor gets.
 
-* Skycore: ``{"pass-id", "pass-template-id", "pass-data": {...}}`` for the pass update API. Built in
-  (override them in the campaign file): ``void`` = ``{"pass-status": "voided"}``, ``expire`` =
-  ``{"pass-status": "expired"}``.
-* Passmachine: an RFC 6902 JSON Patch — one ``replace /templateVariables/<name>`` per template
-  variable (the seed's ``fieldValue`` / ``changeMessage`` notification). ``changeMessage`` should use
-  ``change_message(time)`` or ``in_days(7, 'Europe/Prague')`` from :mod:`passflow.templating`, which
-  get DST right where the seed's hand-written CET/CEST template does not.
+Each provider says (its ``UpdateSupport``, in ``passflow/providers/<name>/``) under which key an
+action's values go (Skycore ``pass_data``, Passmachine ``template_variables``), which actions are
+built in, and how one pass's request is built from the rendered values. ``changeMessage`` and the
+like should use ``change_message(time)`` or ``in_days(7, 'Europe/Prague')`` from
+:mod:`passflow.templating`, which get DST right where the seed's hand-written CET/CEST template does not.
 
 Templates see the row as ``customer``: the segment's columns for ``--diff``; ``customer_id``,
 ``pass_id``, ``event`` and ``occurred_at`` for events and customer lists. A template that names a
@@ -16,36 +14,29 @@ column the row cannot have is a configuration error, raised before anything is s
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 import pandas as pd
 
 from passflow.config import Campaign, UpdateAction, UpdateSettings
 from passflow.errors import ConfigError, TemplateError
-from passflow.issuers.base import campaign_vars
+from passflow.providers import provider_of, update_support
+from passflow.providers.base import campaign_vars
 from passflow.secrets import resolve_secret
 from passflow.templating import CompiledTemplate, compile_template
-
-SKYCORE_BUILTIN = {
-    "void": UpdateAction(pass_data={"pass-status": "voided"}),
-    "expire": UpdateAction(pass_data={"pass-status": "expired"}),
-}
 
 
 def update_settings(campaign: Campaign) -> UpdateSettings:
     return campaign.updates or UpdateSettings()
 
 
-# Passmachine's --diff re-sends every template variable; "refresh" adds nothing to that by default.
-PASSMACHINE_BUILTIN = {"refresh": UpdateAction()}
-
-
 def actions_of(campaign: Campaign) -> dict[str, UpdateAction]:
     """The campaign's actions, over the provider's built-ins."""
-    builtin = SKYCORE_BUILTIN if campaign.provider == "skycore" else PASSMACHINE_BUILTIN
+    support = update_support(campaign)
+    builtin = {
+        name: UpdateAction.model_validate({support.action_values: dict(values)})
+        for name, values in support.builtin_actions.items()
+    }
     return {**builtin, **update_settings(campaign).actions}
 
 
@@ -53,6 +44,7 @@ def check_update_config(campaign: Campaign, *, action: str | None = None, diff: 
     """Stop before anything is read or sent when ``[updates]`` cannot do what was asked."""
     file = str(campaign.path) if campaign.path else None
     cfg = update_settings(campaign)
+    support = update_support(campaign)
     actions = actions_of(campaign)
     known = ", ".join(sorted(actions)) or "(none defined)"
     for event, name in cfg.rules.items():
@@ -69,50 +61,36 @@ def check_update_config(campaign: Campaign, *, action: str | None = None, diff: 
             file=file,
             key="updates.actions",
         )
-    if diff and campaign.provider == "skycore" and not cfg.diff_action:
+    if diff and support.diff_needs_action and not cfg.diff_action:
         raise ConfigError(
             "--diff needs the action whose values to send: set diff_action = \"<action>\" and define "
-            "[updates.actions.<action>.pass_data]",
+            f"[updates.actions.<action>.{support.action_values}]",
             file=file,
             key="updates.diff_action",
         )
     if cfg.diff_action and cfg.diff_action not in actions:
         raise ConfigError(f"diff_action {cfg.diff_action!r} is not defined; actions: {known}", file=file,
                           key="updates.diff_action")  # fmt: skip
+    title = provider_of(campaign).title
     for name, act in actions.items():
-        wrong = act.template_variables if campaign.provider == "skycore" else act.pass_data
+        wrong = sorted(k for k in act.tables if k != support.action_values)
         if wrong:
-            right = "pass_data" if campaign.provider == "skycore" else "template_variables"
             raise ConfigError(
-                f"{campaign.provider} updates are sent as {right}; move the values there",
+                f"{title} updates are sent as {support.action_values}; move the values of "
+                f"{', '.join(wrong)} there",
                 file=file,
                 key=f"updates.actions.{name}",
             )
-    refs = {"updates.api_key": cfg.api_key}
-    if campaign.passmachine is not None:
-        refs |= {"passmachine.public_token": campaign.passmachine.public_token,
-                 "passmachine.secret_token": campaign.passmachine.secret_token}  # fmt: skip
-    for key, ref in refs.items():
+    secrets = support.secrets or provider_of(campaign).secrets
+    for key, ref in secrets(campaign).items():
         if ref is not None and ref.env:  # Prefect Secret blocks are resolved in the run itself
             resolve_secret(ref, file=file, key=key)
-    if campaign.provider == "skycore":
-        for key in ("api_base_url", "api_key", "pass_template_id"):
-            if not getattr(cfg, key):
-                raise ConfigError(
-                    "Skycore updates need api_base_url, api_key = { env = \"SKYCORE_API_KEY\" } and "
-                    "pass_template_id under [updates]",
-                    file=file,
-                    key=f"updates.{key}",
-                )
+    if support.check is not None:
+        support.check(campaign)
 
 
 def diff_action(campaign: Campaign) -> str:
     return update_settings(campaign).diff_action or "refresh"
-
-
-def json_pointer(name: str) -> str:
-    """RFC 6901 escaping of one path segment."""
-    return name.replace("~", "~0").replace("/", "~1")
 
 
 class ActionRenderer:
@@ -120,17 +98,15 @@ class ActionRenderer:
 
     def __init__(self, campaign: Campaign, now: datetime) -> None:
         self.campaign = campaign
-        self.provider = campaign.provider
+        self.support = update_support(campaign)
         self.now = now
         self.actions = actions_of(campaign)
         self._compiled: dict[str, dict[str, CompiledTemplate]] = {}
-        cfg = update_settings(campaign)
-        self.pass_template_id = cfg.pass_template_id
 
     def _templates(self, action: str) -> dict[str, CompiledTemplate]:
         if action not in self._compiled:
             act = self.actions[action]
-            values = act.pass_data if self.provider == "skycore" else act.template_variables
+            values = act.values(self.support.action_values)
             section = f"updates.actions.{action}"
             self._compiled[action] = {
                 k: compile_template(v, name=f"{section}.{k}", campaign=campaign_vars(self.campaign.campaign),
@@ -170,17 +146,10 @@ class ActionRenderer:
         else:
             datas = [{} for _ in range(len(rows))]
         bases = [None] * len(rows) if base is None else base.tolist()
+        request = self.support.request
         requests = [
-            None if isinstance(err, str) else self._request(pid, data, b)
+            None if isinstance(err, str) else request(self.campaign, pid, data, b)
             for pid, data, b, err in zip(rows["pass_id"].tolist(), datas, bases, errors.tolist(), strict=True)
         ]
         return pd.Series(requests, index=rows.index, dtype=object), errors
-
-    def _request(self, pass_id: str, data: Mapping[str, str], base: Mapping[str, Any] | None) -> str:
-        if self.provider == "skycore":
-            body = {"pass-id": pass_id, "pass-template-id": self.pass_template_id, "pass-data": dict(data)}
-            return json.dumps(body, ensure_ascii=False)
-        variables = {**(base or {}), **data}
-        ops = [{"op": "replace", "path": f"/templateVariables/{json_pointer(k)}", "value": v} for k, v in variables.items()]
-        return json.dumps(ops, ensure_ascii=False)
 

@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from passflow.config import Campaign, load_campaign
 from passflow.errors import VendorError
 from passflow.ledger import CampaignLocked, Ledger
+from passflow.providers import update_support
+from passflow.providers.sender import Sender
 from passflow.updates.actions import ActionRenderer, check_update_config, diff_action, update_settings
-from passflow.updates.senders import Sender, make_sender
 from passflow.updates.store import UpdateStore
 from passflow.updates.targets import customer_targets, diff_targets, event_targets, read_events
 
@@ -211,7 +212,7 @@ class UpdateRun:
         rows["retryable"] = False
         if pending.any():
             if self._sender is None:
-                self._sender = make_sender(self.campaign, self.now, self._transport)
+                self._sender = update_support(self.campaign).sender(self.campaign, self.now, self._transport)
             sub = rows.loc[pending]
             results = self._sender.send(list(zip(sub["pass_id"], sub["request"], strict=True)))
             rows.loc[pending, "status"] = ["sent" if r.ok else "failed" for r in results]

@@ -18,7 +18,6 @@ or None), plus the template context columns.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,9 +28,9 @@ import sqlalchemy as sa
 
 from passflow.config import Campaign
 from passflow.errors import ConfigError, SourceError
-from passflow.issuers import make_issuer
-from passflow.issuers.base import fingerprint
 from passflow.ledger import Ledger, ledger_table, runs_table
+from passflow.providers import make_issuer, update_support
+from passflow.providers.base import fingerprint
 from passflow.sources import read_csv_chunks, read_sql_chunks
 from passflow.updates.actions import update_settings
 from passflow.updates.store import UpdateStore
@@ -297,9 +296,10 @@ def diff_targets(campaign: Campaign, ledger: Ledger, store: UpdateStore, now: da
             if changed.any():
                 rows = good.loc[changed].drop(columns=["pass_id"], errors="ignore")
                 rows = rows.assign(baseline=diff_fp[changed])
-                if campaign.provider == "passmachine":
+                issued_values = update_support(campaign).issued_values
+                if issued_values is not None:  # --diff re-sends what the pass was issued with
                     payload = prepared.set_index("customer_id")["payload"]
-                    rows["base"] = [json.loads(p)["templateVariables"] for p in rows["customer_id"].map(payload)]
+                    rows["base"] = [issued_values(p) for p in rows["customer_id"].map(payload)]
                 out.append(rows)
     finally:
         issuer.close()

@@ -15,7 +15,6 @@ that is clearly misconfigured (e.g. every call answers 400) instead of burning t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -23,10 +22,8 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from passflow.asyncloop import BackgroundLoop
 from passflow.config import Campaign
-from passflow.failstop import FailureStop
-from passflow.issuers.base import (
+from passflow.providers.base import (
     OUTCOME_COLUMNS,
     DeliveryContext,
     Issuer,
@@ -36,16 +33,17 @@ from passflow.issuers.base import (
     fingerprint,
     render_fields,
 )
-from passflow.limiter import RateLimiter
-from passflow.providers.passmachine import (
+from passflow.providers.http.failstop import FailureStop
+from passflow.providers.http.loop import BackgroundLoop
+from passflow.providers.passmachine.client import (
     CallResult,
     PassmachineClient,
     PassmachineError,
-    PassmachineSettings,
     pass_id_of,
     pass_link_of,
+    refusal,
 )
-from passflow.secrets import resolve_secret
+from passflow.providers.passmachine.connection import close_client, credentials, open_client
 from passflow.shutdown import crash_point, stop_requested
 from passflow.validate import ROW, Rejects
 
@@ -60,28 +58,16 @@ class PassmachineIssuer(Issuer):
     transport: httpx.AsyncBaseTransport | None = None
 
     def __init__(self, campaign: Campaign, now: datetime, *, dry_run: bool = False) -> None:
-        pm = campaign.passmachine
-        assert pm is not None
+        pm = campaign.settings
         self.cfg = pm
         self.limits = campaign.limits
-        file = str(campaign.path)
+        self._campaign = campaign
         # Resolve credentials now: a missing one stops the run before anything is read or sent.
-        self._public = resolve_secret(pm.public_token, file=file, key="passmachine.public_token")
-        self._secret = resolve_secret(pm.secret_token, file=file, key="passmachine.secret_token")
+        credentials(campaign)
         templates = {_TV + k: v for k, v in pm.template_variables.items()}
         templates |= {_MD + k: v for k, v in pm.metadata.items() if k != pm.lookup_metadata_key}
         self.templates = compile_templates(
             templates, section="passmachine", campaign_vars=campaign_vars(campaign.campaign), now=now
-        )
-        self.client_settings = PassmachineSettings(
-            base_url=pm.api_base_url,
-            account=pm.account,
-            auth_style=pm.auth_style,
-            token_field=pm.token_field,
-            token_ttl_s=pm.token_ttl_s,
-            timeout_s=campaign.limits.timeout_s,
-            max_attempts=campaign.limits.max_attempts,
-            lookup_metadata_key=pm.lookup_metadata_key,
         )
         self._loop: BackgroundLoop | None = None
         self._client: PassmachineClient | None = None
@@ -140,30 +126,12 @@ class PassmachineIssuer(Issuer):
     # --- the client, on the run's loop -----------------------------------------------------------
     def _ensure_client(self) -> tuple[BackgroundLoop, PassmachineClient]:
         if self._loop is None or self._client is None:
-            self._loop = BackgroundLoop()
-
-            async def make() -> PassmachineClient:
-                limiter = RateLimiter(
-                    max_in_flight=self.limits.max_in_flight, max_per_second=self.limits.max_per_second
-                )
-                return PassmachineClient(
-                    self.client_settings,
-                    public_token=self._public.get_secret_value(),
-                    secret_token=self._secret.get_secret_value(),
-                    limiter=limiter,
-                    transport=self.transport,
-                )
-
-            self._client = self._loop.run(make())
+            self._loop, self._client = open_client(self._campaign, self.transport)
         return self._loop, self._client
 
     def close(self) -> None:
         if self._loop is not None:
-            if self._client is not None:
-                # closing must not mask the run's own error
-                with contextlib.suppress(Exception):
-                    self._loop.run(self._client.aclose())
-            self._loop.close()
+            close_client(self._loop, self._client)
         self._loop = self._client = None
         self._dispatched = None
 
@@ -174,21 +142,19 @@ class PassmachineIssuer(Issuer):
         rate = self.limits.max_per_second or 100.0
         return int(max(50, min(2000, rate * 4, self.limits.max_in_flight * 20)))
 
-    def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any) -> pd.DataFrame:
-        return self.start_deliver(todo, ctx, ledger).result()
+    def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext) -> pd.DataFrame:
+        return self.start_deliver(todo, ctx).result()
 
-    def start_deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any) -> Sending:
+    def start_deliver(self, todo: pd.DataFrame, ctx: DeliveryContext) -> Sending:
         # Runs on the run's loop while the caller records/exports the previous batch; the requests of
         # both batches queue in the one limiter, so the rate holds and the pipe never drains.
         loop, client = self._ensure_client()
-        return loop.submit(self._deliver(todo, ctx, ledger, client))
+        return loop.submit(self._deliver(todo, ctx, client))
 
     def halt(self) -> None:
         self._halted = True
 
-    async def _deliver(
-        self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any, client: PassmachineClient
-    ) -> pd.DataFrame:
+    async def _deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, client: PassmachineClient) -> pd.DataFrame:
         rows = list(zip(todo["customer_id"], todo["fingerprint"], todo["payload"], strict=True))
         outcomes: list[dict[str, Any] | None] = [None] * len(rows)
         queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=self._intent_slice())
@@ -208,11 +174,8 @@ class PassmachineIssuer(Issuer):
                     break
                 part = todo.iloc[start : start + step]
                 # Intent before effect: nothing is sent for a row before it is pending in the ledger.
-                await asyncio.to_thread(
-                    ledger.mark_pending, ctx.campaign, self.provider, part[["customer_id", "fingerprint"]], ctx.run_id
-                )
-                # a batch can take longer than the lock's stale time at a low rate: keep the lock fresh
-                await asyncio.to_thread(ledger.heartbeat, ctx.lock_key or ctx.campaign, ctx.run_id)
+                # (and the lock's heartbeat: a batch can take longer than its stale time at a low rate)
+                await asyncio.to_thread(ctx.journal.mark_pending, part[["customer_id", "fingerprint"]])
                 for i in range(start, start + len(part)):
                     await queue.put(i)
             for _ in range(workers):
@@ -301,13 +264,6 @@ class PassmachineIssuer(Issuer):
             *(one(c, f) for c, f in zip(pending["customer_id"], pending["fingerprint"], strict=True))
         )
         return pd.DataFrame([r for r in results if r is not None], columns=OUTCOME_COLUMNS)
-
-
-def refusal(result: CallResult) -> str | None:
-    """The vendor's message when it refused the credentials or the account (401/403 for good)."""
-    if not result.ok and result.permanent and result.status in (401, 403):
-        return result.error or f"HTTP {result.status}"
-    return None
 
 
 def _outcome(

@@ -2,7 +2,8 @@
 
 This is what lets ``passflow issue data/campaigns/passmachine-loyalty.toml`` work on a fresh
 machine: the campaign's API URL is the sandbox's loopback address, so the command starts the
-sandbox, runs, and stops it. The sandbox's demo credentials are offered through the campaign's own
+sandbox, runs, and stops it. Which campaigns point at a sandbox, and which demo credentials it
+offers, is each provider's ``SandboxHook``. The demo values are offered through the campaign's own
 env-var references only when those variables are unset — real credentials always win, and a
 campaign pointing at a real vendor never gets demo values.
 """
@@ -14,11 +15,9 @@ import os
 import socket
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 from passflow.config import Campaign
-
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+from passflow.providers import provider_of
 
 
 def _listening(host: str, port: int) -> bool:
@@ -29,13 +28,8 @@ def _listening(host: str, port: int) -> bool:
 
 def sandbox_target(campaign: Campaign) -> tuple[str, int] | None:
     """(host, port) when the campaign talks to a sandbox on this machine, else None."""
-    pm = campaign.passmachine
-    if campaign.provider != "passmachine" or pm is None:
-        return None
-    parts = urlsplit(pm.api_base_url)
-    if parts.hostname not in LOOPBACK or not parts.path.rstrip("/").endswith("/passmachine"):
-        return None
-    return parts.hostname or "127.0.0.1", parts.port or 80
+    hook = provider_of(campaign).sandbox
+    return hook.target(campaign) if hook is not None else None
 
 
 @contextlib.contextmanager
@@ -45,14 +39,13 @@ def sandbox_for(campaign: Campaign, console: Any = None) -> Iterator[None]:
         yield
         return
     from passflow.sandbox.runner import start_sandbox_thread
-    from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN
 
-    pm = campaign.passmachine
-    assert pm is not None
-    demo = {pm.public_token.env: DEMO_PUBLIC_TOKEN, pm.secret_token.env: DEMO_SECRET_TOKEN}
-    added = [k for k in demo if k and not os.environ.get(k)]
+    hook = provider_of(campaign).sandbox
+    assert hook is not None
+    demo = hook.demo_env(campaign)
+    added = [k for k in demo if not os.environ.get(k)]
     for k in added:
-        os.environ[k] = demo[k]  # type: ignore[index]
+        os.environ[k] = demo[k]
     host, port = target
     if console is not None:
         console.print(f"starting the provider sandbox on http://{host}:{port} for this run", highlight=False)

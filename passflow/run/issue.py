@@ -1,5 +1,6 @@
-"""One issuance run, Prefect-free: read → validate → render/sign → (reject-rate gate) → plan against
-the ledger → issue → record → export.
+"""One issuance run, Prefect-free, top-down: stage (read → validate → render/sign) → reject-rate
+gate → plan against the ledger (:mod:`.plan`) → deliver (the provider's issuer) → record (through the
+run's :mod:`.journal`) → export.
 
 The run has two stages so that "too many rejects" stops it *before anything is issued*:
 
@@ -14,8 +15,8 @@ The run has two stages so that "too many rejects" stops it *before anything is i
 Exports are committed (atomic rename) only when every batch succeeded; a failed run leaves no
 export file behind, and its ledger rows make the rerun pick up where it stopped.
 
-Flows call these methods from Prefect tasks (one task per chunk); tests and benchmarks can call
-them directly.
+:mod:`.sequence` runs these stages in order (the CLI, the issue flow and the shard flow share it);
+flows call the stage methods from Prefect tasks (one task per chunk of rows).
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ from passflow.exports import (
     with_install_status,
     write_report_csv,
 )
-from passflow.issuers import OUTCOME_COLUMNS, DeliveryContext, make_issuer
-from passflow.issuers.base import BASE_COLUMNS, Sending
-from passflow.ledger import Ledger, lock_key
+from passflow.providers import make_issuer, provider_of
+from passflow.providers.base import BASE_COLUMNS, OUTCOME_COLUMNS, DeliveryContext, Sending, StagesInWorkers
+from passflow.run.journal import RunJournal
+from passflow.run.plan import Plan, empty_ledger_rows, plan_batch
 from passflow.shards import Shard, check_shard, in_shard, shard_campaign
-from passflow.shutdown import check_stop, crash_point, graceful_stop
+from passflow.shutdown import check_stop, crash_point
 from passflow.sources import MalformedRow, read_csv_chunks, read_sql_chunks
 from passflow.staging import (
     LedgerWriter,
@@ -173,7 +175,6 @@ class IssueRun:
         self.shard = check_shard(shard) if shard is not None else None
         if self.shard is not None:
             campaign = shard_campaign(campaign, self.shard)
-        self._lock_key = lock_key(campaign.name, self.shard)
         self.campaign = campaign
         self.run_id = run_id or new_run_id()
         self.dry_run = dry_run
@@ -208,8 +209,7 @@ class IssueRun:
         self._columns_checked = False
         self._preview: list[pd.DataFrame] = []
         self.rejects_file: str | None = None
-        self.ledger: Ledger | None = None
-        self._locked = False
+        self.journal: RunJournal | None = None  # the ledger, as this run reads and writes it
         self.exports: list[AttributeExport] = []
         self.db_export: DbAttributeExport | None = None
         self._pool: StagePool | None = None  # worker processes of a big run (passflow.staging)
@@ -219,13 +219,17 @@ class IssueRun:
         self._sending: _Sending | None = None  # a batch whose requests are still going out
 
         if not dry_run:
-            self.ledger = Ledger(campaign.ledger.url)
-            self.ledger.acquire_lock(campaign.name, self.run_id, self.shard)
-            self._locked = True
-            self.ledger.start_run(self.run_id, campaign.name, flow_name)
+            self.journal = RunJournal.open(
+                campaign.ledger.url,
+                campaign=campaign.name,
+                provider=campaign.provider,
+                run_id=self.run_id,
+                flow_name=flow_name,
+                shard=self.shard,
+            )
             self._start_pool_if_big()  # the workers start while the first chunk is read
         elif _ledger_exists(campaign.ledger.url):
-            self.ledger = Ledger(campaign.ledger.url)
+            self.journal = RunJournal.read_only(campaign.ledger.url, campaign=campaign.name, provider=campaign.provider)
         gcfreeze.hold()  # until close(): what exists now outlives the run (passflow.gcfreeze)
         self._gc_held = True
 
@@ -334,7 +338,8 @@ class IssueRun:
         if self._pool is not None or self._pool_failed:
             return
         if wants_pool(self.issuer, csv_path=self.campaign.source.csv, rows_read=self.counts.read):
-            make = self.issuer.worker_factory()  # type: ignore[attr-defined]
+            assert isinstance(self.issuer, StagesInWorkers)
+            make = self.issuer.worker_factory()
             try:
                 self._pool = StagePool(WorkerSpec(make, self.rules, self._schema), pool_workers()).start()
             except Exception as exc:  # noqa: BLE001 - e.g. no POSIX semaphores here: stage without workers
@@ -373,8 +378,8 @@ class IssueRun:
             self.timings["stage_s"] = self.timings.get("stage_s", 0.0) + time.perf_counter() - t0
         # The run-wide duplicate sets are done with (16 bytes a row each): free them before delivery.
         self.seen = SeenKeys()
-        if hasattr(self.issuer, "pass_ids"):
-            self.issuer.pass_ids = SeenKeys()
+        if isinstance(self.issuer, StagesInWorkers):
+            self.issuer.forget_pass_ids()
         if self.shard is not None and self.shard[0] != 0:
             getattr(self, "_malformed", []).clear()  # shard 0 reports them
         for m in getattr(self, "_malformed", []):  # ragged rows after the last chunk
@@ -410,7 +415,7 @@ class IssueRun:
         if not self.dry_run:
             self._open_exports()
         # A campaign's first run has nothing to look up: skip a million-id lookup that finds nothing.
-        self._ledger_had_rows = self.ledger is not None and self.ledger.has_rows(self.campaign.name)
+        self._ledger_had_rows = self.journal is not None and self.journal.has_rows()
         self._start_ledger_writer()
 
     @property
@@ -450,29 +455,30 @@ class IssueRun:
         exp_db = self.campaign.export.db
         if (
             self._pooling
-            and self.ledger is not None
+            and self.journal is not None
             and not self.dry_run
             # an export table in the ledger's SQLite file would queue behind the writer's lock
             and not (exp_db is not None and same_sqlite_file(exp_db.url, self.campaign.ledger.url))
         ):
             assert self._pool is not None
-            self._ledger_writer = self._pool.ledger_writer(self.campaign.ledger.url, self._workdir)
+            assert self.journal.lock is not None
+            self._ledger_writer = self._pool.ledger_writer(self.campaign.ledger.url, self._workdir, self.journal.lock)
 
     def _record(self, outcomes: pd.DataFrame, *, spooled: Path | None = None) -> None:
         """Record a batch's outcomes, as the issuer's ledger keeps them (``Issuer.for_ledger``).
         ``spooled``: the batch's spool file, when the outcomes are what the issuer's ``deliver`` makes
         of every row of it (the ledger writer rebuilds them from there)."""
-        assert self.ledger is not None
+        assert self.journal is not None
         crash_point("record")
         release_memory()  # what the previous batch left, before this one's exports
         if self._ledger_writer is not None and spooled is not None:
-            self._ledger_writer.record_spooled(self.campaign.name, self.campaign.provider, spooled, self.run_id, self.now)
+            self._ledger_writer.record_spooled(self.campaign.name, self.campaign.provider, spooled, self.now)
             return
         outcomes = self.issuer.for_ledger(outcomes)
         if self._ledger_writer is not None:
-            self._ledger_writer.record(self.campaign.name, self.campaign.provider, outcomes, self.run_id)
+            self._ledger_writer.record(self.campaign.name, self.campaign.provider, outcomes)
         else:
-            self.ledger.record(self.campaign.name, self.campaign.provider, outcomes, self.run_id)
+            self.journal.record(outcomes)
 
     def _spooled_outcomes(self, batch: _Sending, result: pd.DataFrame) -> Path | None:
         """The batch's spool file, if the ledger writer can rebuild ``result`` from it: an issuer
@@ -490,9 +496,9 @@ class IssueRun:
         return self._spool_reader.path(batch.index)
 
     def _batch_done(self) -> None:
-        assert self.ledger is not None
-        if self._ledger_writer is None:  # else the writer refreshes the lock after each batch
-            self.ledger.heartbeat(self._lock_key, self.run_id)
+        assert self.journal is not None
+        if self._ledger_writer is None:  # else the writer's workers refresh the same lock after each batch
+            self.journal.heartbeat()
         release_memory()
 
     def _wait_for_ledger(self) -> None:
@@ -510,56 +516,39 @@ class IssueRun:
         assert self._spool_reader is not None
         df = self._spool_reader.get_batch(index).to_pandas()
         ctx = DeliveryContext(
-            run_id=self.run_id, campaign=self.campaign.name, now=self.now, log=self.log, lock_key=self._lock_key
+            run_id=self.run_id, campaign=self.campaign.name, now=self.now, log=self.log, journal=self.journal
         )
-        prev = (
-            self.ledger.lookup(self.campaign.name, df["customer_id"])
-            if self.ledger is not None and self._ledger_had_rows
-            else pd.DataFrame(
-                columns=["customer_id", "status", "fingerprint", "pass_id", "pass_link", "issued_at"]
-            )
-        )
-        prev = prev.rename(columns=lambda c: c if c == "customer_id" else f"prev_{c}")
-        plan = df.merge(prev, on="customer_id", how="left")
-        status = plan["prev_status"]
-        issued_before = status == "issued"
-        same = plan["fingerprint"] == plan["prev_fingerprint"]
-        new = status.isna()
-        unchanged = issued_before & same
-        changed = issued_before & ~same
-        reissue = changed & self.issuer.reissue_changed
-        pending = status == "pending"
-        failed_before = status == "failed"
+        known = self.journal is not None and self._ledger_had_rows
+        ledger_rows = self.journal.lookup(df["customer_id"]) if known else empty_ledger_rows()
+        plan = plan_batch(df, ledger_rows, reissue_changed=self.issuer.reissue_changed)
 
         c = self.counts
-        c.skipped_unchanged += int(unchanged.sum())
-        c.changed_not_reissued += int((changed & ~reissue).sum())
+        c.skipped_unchanged += int(plan.unchanged.sum())
+        c.changed_not_reissued += int((plan.changed & ~plan.reissue).sum())
 
         outcomes: list[pd.DataFrame] = []
         reconciled_ids: set[str] = set()
-        if pending.any() and not self.dry_run:
-            resolved = self.issuer.reconcile(plan.loc[pending], ctx)
+        if plan.pending.any() and not self.dry_run:
+            resolved = self.issuer.reconcile(plan.rows.loc[plan.pending], ctx)
             if len(resolved):
                 outcomes.append(resolved)
                 reconciled_ids = set(resolved["customer_id"])
                 c.reconciled += int((resolved["status"] == "issued").sum())
-                pending = pending & ~plan["customer_id"].isin(reconciled_ids)
+                plan.settled(reconciled_ids)
 
-        todo_mask = new | reissue | pending | failed_before
-        todo = plan.loc[todo_mask]
+        todo_mask = plan.todo
+        todo = plan.rows.loc[todo_mask]
         if self.dry_run:
             if len(self._preview) == 0 or sum(len(p) for p in self._preview) < self.preview_rows:
                 self._preview.append(todo.head(self.preview_rows))
-            c.issued_new += int(new.sum())
-            c.reissued_changed += int(reissue.sum())
-            c.retried += int((pending | failed_before).sum())
+            c.issued_new += int(plan.new.sum())
+            c.reissued_changed += int(plan.reissue.sum())
+            c.retried += int((plan.pending | plan.failed_before).sum())
             self.timings["deliver_s"] = self.timings.get("deliver_s", 0.0) + time.perf_counter() - t0
             return {"rows": len(df), "todo": int(todo_mask.sum())}
 
-        sending = self.issuer.start_deliver(todo[df.columns], ctx, self.ledger) if len(todo) else None
-        batch = _Sending(
-            plan, outcomes, reconciled_ids, unchanged, changed, reissue, sending, len(df), todo_mask, index
-        )
+        sending = self.issuer.start_deliver(todo[df.columns], ctx) if len(todo) else None
+        batch = _Sending(plan, outcomes, reconciled_ids, sending, len(df), todo_mask, index)
         # An issuer that overlaps batches (API calls) keeps this batch's requests going out while the
         # previous batch is recorded and exported: the pipe to the vendor never drains at a boundary.
         previous, self._sending = self._sending, None
@@ -582,14 +571,13 @@ class IssueRun:
         return done
 
     def _finish_batch(self, batch: _Sending) -> dict[str, int]:
-        plan, outcomes, reconciled_ids = batch.plan, batch.outcomes, batch.reconciled_ids
-        unchanged, changed, reissue = batch.unchanged, batch.changed, batch.reissue
+        plan, outcomes, reconciled_ids = batch.plan.rows, batch.outcomes, batch.reconciled_ids
         c = self.counts
         if batch.sending is not None:
             outcomes.append(batch.sending.result())
         result = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
         self._record(result[OUTCOME_COLUMNS], spooled=self._spooled_outcomes(batch, result))
-        stop_reason = getattr(self.issuer, "stop_reason", None)
+        stop_reason = self.issuer.stop_reason
         if stop_reason:
             # Recorded first, so the rerun knows exactly what was sent; then stop loudly.
             raise VendorError(stop_reason)
@@ -632,7 +620,7 @@ class IssueRun:
         else:
             fresh = plan.merge(ok[["customer_id", "pass_id", "pass_link"]], on="customer_id", suffixes=("_x", ""))
         fresh = fresh.assign(pass_gendate=now_iso)[export_cols]
-        kept_mask = (unchanged | (changed & ~reissue)).to_numpy(dtype=bool)
+        kept_mask = batch.plan.kept.to_numpy(dtype=bool)
         frames = [fresh]
         if kept_mask.any():
             kept = plan.loc[kept_mask]
@@ -678,11 +666,11 @@ class IssueRun:
         return install_status_columns(self.campaign.provider) if self.campaign.callbacks else []
 
     def _add_install_status(self, rows: pd.DataFrame) -> pd.DataFrame:
-        if not self.campaign.callbacks or rows.empty or self.ledger is None:
+        if not self.campaign.callbacks or rows.empty or self.journal is None:
             return rows
         from passflow.callbacks.store import read_install_status
 
-        status = read_install_status(self.ledger.engine, self.campaign.name, rows["customer_id"])
+        status = read_install_status(self.journal.ledger.engine, self.campaign.name, rows["customer_id"])
         return with_install_status(rows, status, self.campaign.provider)
 
     # --- the end ------------------------------------------------------------------------------
@@ -700,8 +688,8 @@ class IssueRun:
             failures_file = str(path)
         self.timings["total_s"] = time.perf_counter() - self._started
         result = self._result(files, failures_file)
-        if self.ledger is not None and not self.dry_run:
-            self.ledger.finish_run(self.run_id, "completed", result.summary())
+        if self.journal is not None and not self.dry_run:
+            self.journal.finish("completed", result.summary())
         self.close()
         return result
 
@@ -714,12 +702,12 @@ class IssueRun:
             self._wait_for_ledger()  # the batch being written lands (or fails) before the run ends
         except Exception as exc:  # noqa: BLE001 - never mask the original error
             self.log.warning("the last ledger batch was not recorded: %s: %s", type(exc).__name__, exc)
-        if self.ledger is not None and not self.dry_run:
+        if self.journal is not None and not self.dry_run:
             self.timings["total_s"] = time.perf_counter() - self._started
             summary = self._result([], None).summary()
             summary["error"] = f"{type(error).__name__}: {error}"
             try:
-                self.ledger.finish_run(self.run_id, "failed", summary)
+                self.journal.finish("failed", summary)
             except Exception:  # noqa: BLE001 - never mask the original error
                 self.log.warning("could not record the failed run in the ledger")
         self.close()
@@ -735,11 +723,9 @@ class IssueRun:
         self._spool_reader = None
         shutil.rmtree(self._workdir, ignore_errors=True)
         self.issuer.close()
-        if self.ledger is not None:
-            if self._locked:
-                self.ledger.release_lock(self._lock_key, self.run_id)
-                self._locked = False
-            self.ledger.close()
+        if self.journal is not None:
+            journal, self.journal = self.journal, None
+            journal.close()
 
     def _result(self, files: list[str], failures_file: str | None) -> RunResult:
         preview = (
@@ -757,10 +743,8 @@ class IssueRun:
             rejects_file=self.rejects_file,
             failures_file=failures_file,
             preview=preview,
-            limit_per_second=self.campaign.limits.max_per_second
-            if self.campaign.provider != "skycore"
-            else None,
-            vendor_calls=getattr(self.issuer, "calls", 0),
+            limit_per_second=self.campaign.limits.max_per_second if provider_of(self.campaign).calls_vendor else None,
+            vendor_calls=self.issuer.calls,
         )
 
     def _report_path(self, kind: str) -> Path:
@@ -775,12 +759,9 @@ class IssueRun:
 class _Sending:
     """A planned batch whose vendor calls may still be running (see IssueRun.deliver_batch)."""
 
-    plan: pd.DataFrame
+    plan: Plan
     outcomes: list[pd.DataFrame]
     reconciled_ids: set[str]
-    unchanged: pd.Series
-    changed: pd.Series
-    reissue: pd.Series
     sending: Sending | None
     rows: int
     todo_mask: pd.Series
@@ -822,19 +803,3 @@ def _ledger_exists(url: str) -> bool:
     if parsed.get_backend_name() == "sqlite":
         return bool(parsed.database) and Path(parsed.database).exists()
     return True
-
-
-def run_issue(campaign: Campaign, *, dry_run: bool = False, logger: Any = None, **kw: Any) -> RunResult:
-    """Run a whole issuance without Prefect (tests, benchmarks, library use)."""
-    run = IssueRun(campaign, dry_run=dry_run, logger=logger, **kw)
-    try:
-        with graceful_stop(run.log):
-            for chunk in run.source_chunks():
-                run.stage_chunk(chunk)
-            run.end_staging()
-            for i in range(run.batch_count):
-                run.deliver_batch(i)
-            return run.commit()
-    except BaseException as exc:
-        run.abort(exc)
-        raise

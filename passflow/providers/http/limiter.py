@@ -47,7 +47,7 @@ arrives. Between the two, the event loop may run other tasks first (httpcore's p
 writing), and on a busy machine that delay varies by tens of ms: if the first of ``N + 1`` starts goes
 out late and the last on time, the vendor sees ``N + 1`` in one second. So the transport tells the
 limiter when the request's headers are actually written (:func:`mark_sent`, wired in by
-:class:`~passflow.providers.pool_shards.ShardedPoolTransport` through httpcore's ``trace`` hook), and
+:class:`~passflow.providers.http.pool_shards.ShardedPoolTransport` through httpcore's ``trace`` hook), and
 the log keeps that *send* time instead of the grant time. Rule 1 then reads "a start is granted only
 ``W`` after the send ``N`` starts back", so any ``N + 1`` consecutive sends span ``>= W`` whatever
 order they went out in. Only a start whose request has not gone out yet falls back on its grant time

@@ -2,7 +2,7 @@
 
 Wire protocol: ``docs/sandbox-protocol.md`` (the sandbox implements it; the real base URL is
 ``https://api.passmachine.cz``). One :class:`PassmachineClient` owns one pooled
-``httpx.AsyncClient`` and shares a :class:`~passflow.limiter.RateLimiter` with everything else that
+``httpx.AsyncClient`` and shares a :class:`~passflow.providers.http.limiter.RateLimiter` with everything else that
 talks to the same account. Every pass call attempt takes one limiter slot for exactly the duration of
 that attempt; backoff sleeps happen *outside* the slot. Token fetches do not take a slot: all queued
 requests wait for the token at the head of the limiter's line, so the fetch must not queue behind
@@ -12,7 +12,7 @@ them; it is rare, and the vendor's throughput limit is about pass calls (the san
 Tokens
 ------
 :class:`TokenManager` gets a bearer token from ``GET /authenticate?validTo=…`` (credentials as HTTP
-Basic or as ``X-Public-Token``/``X-Secret-Token`` headers: ``PassmachineSettings.auth_style``), and
+Basic or as ``X-Public-Token``/``X-Secret-Token`` headers: ``ClientSettings.auth_style``), and
 refreshes it ``refresh_margin_s`` before it expires (the vendor's ``validTo`` answer wins over the
 one we asked for) and once when a call gets a 401. Refreshes are single-flight: every caller that
 needs one awaits the same fetch (a shared task), and each token carries a generation number so a
@@ -23,7 +23,7 @@ queue. A second 401 within one call is final only if the refreshed token never w
 worked and then fails was revoked or expired meanwhile and is refreshed again (within
 ``max_attempts``).
 
-Retries (see :mod:`passflow.providers.http_retry` for the classification)
+Retries (see :mod:`passflow.providers.http.retry` for the classification)
 --------------------------------------------------------------------------
 * 429 / 503 with ``Retry-After``: the whole limiter is paused for that long (the limit is shared by
   all requests), and this request waits at least that long too.
@@ -85,9 +85,9 @@ from urllib.parse import quote
 import httpx
 
 from passflow.errors import ConfigError, VendorError
-from passflow.limiter import RateLimiter
-from passflow.providers.http_retry import MAX_RETRY_AFTER_S, Outcome, RetryPolicy
-from passflow.providers.pool_shards import ShardedPoolTransport
+from passflow.providers.http.limiter import RateLimiter
+from passflow.providers.http.pool_shards import ShardedPoolTransport
+from passflow.providers.http.retry import MAX_RETRY_AFTER_S, Outcome, RetryPolicy
 
 __all__ = [
     "AuthenticationError",
@@ -95,7 +95,7 @@ __all__ = [
     "CallResult",
     "PassmachineClient",
     "PassmachineError",
-    "PassmachineSettings",
+    "ClientSettings",
     "Secret",
     "TokenManager",
     "pass_id_of",
@@ -115,8 +115,9 @@ _IDEMPOTENT_PATCH_OPS = {"replace", "test", "add", "copy"}
 
 
 @dataclass(frozen=True)
-class PassmachineSettings:
-    """Where and how to talk to Passmachine. Holds no secrets (those are passed to the client)."""
+class ClientSettings:
+    """Where and how the client talks to Passmachine. Holds no secrets (those are passed to the client).
+    A campaign's come from :meth:`from_campaign`; the rest are connection tuning."""
 
     base_url: str
     account: str
@@ -134,6 +135,20 @@ class PassmachineSettings:
     # Wait after an ambiguous create before looking the pass up; None = timeout_s (a request that
     # timed out after timeout_s has most likely finished at the vendor within another timeout_s).
     reconcile_delay_s: float | None = None
+
+    @classmethod
+    def from_campaign(cls, section: Any, limits: Any) -> ClientSettings:
+        """From the campaign's ``[passmachine]`` section and ``[limits]``."""
+        return cls(
+            base_url=section.api_base_url,
+            account=section.account,
+            auth_style=section.auth_style,
+            token_field=section.token_field,
+            token_ttl_s=section.token_ttl_s,
+            timeout_s=limits.timeout_s,
+            max_attempts=limits.max_attempts,
+            lookup_metadata_key=section.lookup_metadata_key,
+        )
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -281,7 +296,7 @@ class TokenManager:
     def __init__(
         self,
         http: httpx.AsyncClient,
-        settings: PassmachineSettings,
+        settings: ClientSettings,
         *,
         public_token: Secret,
         secret_token: Secret,
@@ -470,7 +485,7 @@ class PassmachineClient:
 
     def __init__(
         self,
-        settings: PassmachineSettings,
+        settings: ClientSettings,
         *,
         public_token: str,
         secret_token: str,
@@ -870,3 +885,10 @@ class PassmachineClient:
         return CallResult(
             ok=True, status=200, data={"data": matches[0]}, error=None, attempts=0, reconciled=True
         )
+
+
+def refusal(result: CallResult) -> str | None:
+    """The vendor's message when it refused the credentials or the account (401/403 for good)."""
+    if not result.ok and result.permanent and result.status in (401, 403):
+        return result.error or f"HTTP {result.status}"
+    return None

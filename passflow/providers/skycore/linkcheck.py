@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from passflow.errors import ConfigError, PassflowError
-from passflow.providers.skycore_links import LinkRecipe, matching_recipes, parse_link, verify_link
+from passflow.providers.skycore.links import LinkRecipe, matching_recipes, parse_link, verify_link
 from passflow.secrets import register_secret, resolve_secret
 
 
@@ -17,11 +17,12 @@ def recipe_and_salt(*, campaign: Path | None, salt_env: str | None) -> tuple[Lin
     recipe = LinkRecipe()
     if campaign is not None:
         from passflow.config import load_campaign
+        from passflow.providers.skycore.settings import SkycoreSettings
 
         c = load_campaign(campaign)
-        if c.skycore is None:
+        sky = c.provider_sections.get("skycore")
+        if not isinstance(sky, SkycoreSettings):
             raise ConfigError("not a Skycore campaign: it has no [skycore] section", file=str(campaign))
-        sky = c.skycore
         recipe = LinkRecipe(salt_position=sky.salt_position, hex_case=sky.hex_case, hash_input=sky.hash_input)
         if sky.salt:
             salt = resolve_secret(sky.salt, file=str(campaign), key="skycore.salt").get_secret_value()

@@ -6,8 +6,8 @@ pass): ``POST {base}/api/passes/{pass_type}/update`` with header ``X-Api-Key`` a
 Skycore answers ``{"status": "success", ...}`` or ``{"status": "failure", "error-code": "E104",
 "error-info": ...}`` — a failure body is a failed call with its error code **even on HTTP 200**, and is
 never retried (the vendor answered; repeating it gives the same answer). HTTP-level trouble (429, 5xx,
-timeouts, connection errors) is retried with :class:`~passflow.providers.http_retry.RetryPolicy`, each
-attempt taking one slot of the shared :class:`~passflow.limiter.RateLimiter`, backoff sleeps outside
+timeouts, connection errors) is retried with :class:`~passflow.providers.http.retry.RetryPolicy`, each
+attempt taking one slot of the shared :class:`~passflow.providers.http.limiter.RateLimiter`, backoff sleeps outside
 the slot, ``Retry-After`` pausing the whole limiter. An update sets values, so repeating one after an
 ambiguous failure is safe (at worst the holder sees a notification twice).
 
@@ -27,9 +27,9 @@ from urllib.parse import quote
 import httpx
 
 from passflow.errors import ConfigError
-from passflow.limiter import RateLimiter
-from passflow.providers.http_retry import RetryPolicy
-from passflow.providers.pool_shards import ShardedPoolTransport
+from passflow.providers.http.limiter import RateLimiter
+from passflow.providers.http.pool_shards import ShardedPoolTransport
+from passflow.providers.http.retry import RetryPolicy
 
 __all__ = ["SKYCORE_UPDATE_TYPES", "SkycoreApiClient", "UpdateResult"]
 

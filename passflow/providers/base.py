@@ -1,20 +1,26 @@
-"""What every issuer (one per provider) does inside a run.
+"""What every issuer (one per provider) does inside a run, as declared types.
 
 An issuer turns validated rows into what the vendor needs (``prepare``: render templates, sign
 links or build payloads, fingerprint them) and then gets passes out for the rows the ledger plan
-says need one (``deliver``). The engine owns reading, validation, planning, recording and export,
+says need one (``deliver``). The run owns reading, validation, planning, recording and export,
 so an issuer is only the provider-specific part.
+
+Optional capabilities are declared by inheriting their ABC, and the run asks with ``isinstance``:
+
+* :class:`StagesInWorkers` — the per-row part of ``prepare`` runs in worker processes, and
+  delivery is pure computation a worker can redo from the spool (Skycore links).
 """
 
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from passflow.templating import CompiledTemplate, compile_template
@@ -32,7 +38,8 @@ class DeliveryContext:
     campaign: str
     now: datetime
     log: Any  # a logging.Logger-like object (the Prefect run logger inside flows)
-    lock_key: str = ""  # the run's ledger lock row (campaign, or campaign/shard-I-of-N); "" = campaign
+    #: the run's intent log and lock (passflow.run.journal.RunJournal): mark_pending, heartbeat
+    journal: Any = None
 
 
 def compile_templates(
@@ -103,6 +110,13 @@ class Issuer(ABC):
     # values its fingerprint covers (Skycore: the checksum is the fingerprint) does not need to:
     # an unchanged row's link is the one built again for this run, and the exports carry it.
     ledger_keeps_links: bool = True
+    #: HTTP attempts made (the report's vendor calls and achieved rate)
+    calls: int = 0
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the run must stop (e.g. the failure threshold), once the issuer knows; else None."""
+        return None
 
     @abstractmethod
     def template_columns(self) -> set[str]:
@@ -113,16 +127,17 @@ class Issuer(ABC):
         """Validated rows in; rows with BASE_COLUMNS + extra_columns out (bad ones to ``rejects``)."""
 
     @abstractmethod
-    def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any) -> pd.DataFrame:
-        """Get passes for ``todo`` (prepared rows the plan selected); return OUTCOME_COLUMNS rows."""
+    def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext) -> pd.DataFrame:
+        """Get passes for ``todo`` (prepared rows the plan selected); return OUTCOME_COLUMNS rows.
+        An issuer that calls a vendor writes its intent first, through ``ctx.journal.mark_pending``."""
 
     def for_ledger(self, outcomes: pd.DataFrame) -> pd.DataFrame:
         """The outcomes as the ledger records them (without links unless ``ledger_keeps_links``)."""
         return outcomes if self.ledger_keeps_links else outcomes.assign(pass_link=None)
 
-    def start_deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: Any) -> Sending:
+    def start_deliver(self, todo: pd.DataFrame, ctx: DeliveryContext) -> Sending:
         """Start :meth:`deliver`; an issuer that sends in the background returns before it is done."""
-        return Delivered(self.deliver(todo, ctx, ledger))
+        return Delivered(self.deliver(todo, ctx))
 
     def halt(self) -> None:  # noqa: B027 - optional hook
         """The run is failing: start no new vendor call (those in flight finish)."""
@@ -138,6 +153,43 @@ class Issuer(ABC):
     def reissue_changed(self) -> bool:
         """Whether a changed fingerprint means issuing again (links: yes; API passes: update instead)."""
         return True
+
+
+class StagesInWorkers(ABC):
+    """Capability: staging in worker processes (:mod:`passflow.staging`).
+
+    ``prepare`` splits into :meth:`prepare_rows` (per row, any order: runs in the workers) and the
+    run-wide pass-id check (in row order, in the run); ``deliver`` must be pure computation over
+    :attr:`delivered_columns` of a spooled row, so a worker can record a batch from its spool file.
+    """
+
+    #: the spooled columns ``deliver`` reads
+    delivered_columns: list[str]
+
+    @abstractmethod
+    def worker_factory(self) -> Callable[[], Issuer]:
+        """A picklable way to build this issuer again in a worker process (secrets travel resolved)."""
+
+    @abstractmethod
+    def prepare_rows(self, df: pd.DataFrame, rejects: Any) -> pd.DataFrame:
+        """The per-row part of ``prepare``; keeps no run state."""
+
+    @property
+    @abstractmethod
+    def claims_pass_ids(self) -> bool:
+        """Whether pass ids need their own run-wide uniqueness check."""
+
+    @abstractmethod
+    def pass_id_conflicts(self, rows: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """Per row, in row order: the earlier row that uses the same pass id, or -1."""
+
+    @abstractmethod
+    def reject_pass_id_conflicts(self, prepared: pd.DataFrame, first: np.ndarray, rejects: Any) -> pd.DataFrame:
+        """Reject the rows ``pass_id_conflicts`` found; return the others."""
+
+    @abstractmethod
+    def forget_pass_ids(self) -> None:
+        """Staging is over: free the run-wide pass-id set."""
 
 
 def campaign_vars(info: Any) -> dict[str, Any]:

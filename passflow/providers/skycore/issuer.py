@@ -15,15 +15,16 @@ import numpy as np
 import pandas as pd
 
 from passflow.config import Campaign
-from passflow.issuers.base import (
+from passflow.providers.base import (
     OUTCOME_COLUMNS,
     DeliveryContext,
     Issuer,
+    StagesInWorkers,
     campaign_vars,
     compile_templates,
     render_fields,
 )
-from passflow.providers.skycore_links import LinkRecipe, build_links
+from passflow.providers.skycore.links import LinkRecipe, build_links
 from passflow.secrets import register_secret, resolve_secret
 from passflow.seen import SeenKeys, hash_keys
 from passflow.validate import ROW, Rejects
@@ -32,7 +33,7 @@ _ALNUM = r"^[A-Za-z0-9]+$"
 _RESOLVE = object()  # SkycoreLinkIssuer(salt=...) default: resolve the campaign's secret reference
 
 
-class SkycoreLinkIssuer(Issuer):
+class SkycoreLinkIssuer(Issuer, StagesInWorkers):
     provider = "skycore"
     extra_columns = ["pass_id", "pass_link"]
     delivers_from_spool = True
@@ -43,8 +44,7 @@ class SkycoreLinkIssuer(Issuer):
     delivered_columns = ["customer_id", "pass_id", "pass_link", "fingerprint"]  # what deliver() reads
 
     def __init__(self, campaign: Campaign, now: datetime, *, salt: str | None | object = _RESOLVE) -> None:
-        sky = campaign.skycore
-        assert sky is not None
+        sky = campaign.settings
         self.settings = sky
         if salt is _RESOLVE:
             salt = (
@@ -167,7 +167,10 @@ class SkycoreLinkIssuer(Issuer):
         )
         return prepared.loc[~dup]
 
-    def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext, ledger: object) -> pd.DataFrame:
+    def forget_pass_ids(self) -> None:
+        self.pass_ids = SeenKeys()
+
+    def deliver(self, todo: pd.DataFrame, ctx: DeliveryContext) -> pd.DataFrame:
         out = todo[self.delivered_columns]  # copy-on-write: no deep copy
         out["status"] = "issued"
         out["last_error"] = None

@@ -8,7 +8,7 @@ same job with O(pool size) work per request. Requests go to the shard with the f
 responses, so connections are reused as much as with one pool.
 
 It also tells the rate limiter when each request's headers are actually written (httpcore's
-``trace`` hook → :func:`passflow.limiter.mark_sent`), so the limiter can allow for the delay between
+``trace`` hook → :func:`passflow.providers.http.limiter.mark_sent`), so the limiter can allow for the delay between
 granting a start and the request going out (see the limiter's "Lateness").
 """
 
@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from passflow.limiter import trace_sends
+from passflow.providers.http.limiter import trace_sends
 
 __all__ = ["ShardedPoolTransport"]
 
