@@ -299,3 +299,39 @@ def test_phone_punctuation_class_matches_python_whitespace() -> None:
     expected = re.sub(_PHONE_PUNCT, "", text)
     got = pc.replace_substring_regex(pa.array([text]), _PHONE_PUNCT_RE2, "")[0].as_py()
     assert got == expected
+
+
+def test_sharded_pooled_run_refreshes_its_own_lock(
+    tmp_path: Path, salt: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a shard whose batches the pool's workers record must keep *its* lock row fresh
+    (the workers once refreshed the unsharded key, so another host could take a running shard over)."""
+    monkeypatch.setattr(staging, "POOL_MIN_CSV_BYTES", 0)
+    directory = tmp_path / "shard"
+    directory.mkdir()
+    write_segment(directory / "segment.csv", rows=3000)
+    (directory / "campaign.toml").write_text(CAMPAIGN.format(), encoding="utf-8")
+    run = IssueRun(load_campaign(directory / "campaign.toml"), now=NOW, shard=(1, 2))
+    old = datetime(2000, 1, 1)
+    try:
+        assert run._pool is not None and run._pool._up.wait(60) and run._pool.ready, run._pool.failed
+        for chunk in run.source_chunks():
+            run.stage_chunk(chunk)
+        run.end_staging()
+        assert run._ledger_writer is not None, "batches are recorded by the pool's workers"
+        ledger = run.journal.ledger
+        key = run.journal.lock.key
+        assert key == "stage-test/shard-1-of-2"
+        with ledger.engine.begin() as conn:
+            conn.execute(sa.text("update passflow_locks set heartbeat_at = :t"), {"t": old})
+        for i in range(run.batch_count):
+            run.deliver_batch(i)
+        run._wait_for_ledger()
+        with ledger.engine.connect() as conn:
+            rows = dict(conn.execute(sa.text("select campaign, heartbeat_at from passflow_locks")).all())
+        assert list(rows) == [key]
+        assert str(rows[key]) > "2026", f"the shard's lock was not refreshed: {rows}"
+        run.commit()
+    except BaseException as exc:
+        run.abort(exc)
+        raise

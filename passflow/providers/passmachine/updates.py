@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from passflow.config import Campaign
+from passflow.providers.passmachine.client import refusal
 from passflow.providers.passmachine.connection import close_client, open_client
 from passflow.providers.sender import Sender, SendResult
 
