@@ -7,19 +7,50 @@ A campaign file never holds a secret value. It holds a reference:
 
 Resolved values are wrapped in :class:`pydantic.SecretStr` (its ``repr``/``str`` print ``**********``)
 and registered with :func:`redact`, the last line of defence for any text shown to a user.
+
+This module is passflow's one redaction mechanism: clients hold credentials in :class:`Secret` (never
+shown, never pickled), register every credential they derive (a Basic header, a bearer token) with
+:func:`register_secret`, and pass any vendor or error text through :func:`redact` before it reaches
+a log, an exception, a result or the ledger.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import deque
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 from passflow.errors import ConfigError
 
 _known_secrets: set[str] = set()
+# Short-lived credentials (bearer tokens rotate every hour or so): the most recent ones only.
+_transient: deque[str] = deque(maxlen=64)
 _lock = threading.Lock()
+MIN_SECRET_LEN = 4  # masking very short strings would garble ordinary text; real credentials are long
+
+
+class Secret:
+    """A credential that never shows itself in ``repr``, ``str`` or f-strings, and is never pickled."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        register_secret(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:  # never pickle a credential into a Prefect result or cache
+        raise TypeError("Secret values cannot be pickled")
 
 
 class SecretRef(BaseModel):
@@ -77,17 +108,22 @@ def resolve_secret(ref: SecretRef, *, file: str | None, key: str) -> SecretStr:
     return SecretStr(value)
 
 
-def register_secret(value: str) -> None:
-    """Remember a secret value so :func:`redact` can mask it in any text."""
-    if value and len(value) >= 4:  # masking very short strings would garble ordinary text
+def register_secret(value: str, *, transient: bool = False) -> None:
+    """Remember a secret value so :func:`redact` can mask it in any text. ``transient``: a short-lived
+    credential (a bearer token), of which the most recent ones are kept."""
+    if value and len(value) >= MIN_SECRET_LEN:
         with _lock:
-            _known_secrets.add(value)
+            if transient:
+                if value not in _transient:
+                    _transient.append(value)
+            else:
+                _known_secrets.add(value)
 
 
 def redact(text: str) -> str:
     """Replace every registered secret value in ``text`` with ``***``."""
     with _lock:
-        secrets = sorted(_known_secrets, key=len, reverse=True)
+        secrets = sorted({*_known_secrets, *_transient}, key=len, reverse=True)
     for s in secrets:
         if s in text:
             text = text.replace(s, "***")

@@ -74,7 +74,6 @@ import json
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -88,6 +87,7 @@ from passflow.errors import ConfigError, VendorError
 from passflow.providers.http.limiter import RateLimiter
 from passflow.providers.http.pool_shards import ShardedPoolTransport
 from passflow.providers.http.retry import MAX_RETRY_AFTER_S, Outcome, RetryPolicy
+from passflow.secrets import Secret, redact, register_secret
 
 __all__ = [
     "AuthenticationError",
@@ -230,45 +230,8 @@ def pass_link_of(data: Mapping[str, Any] | None) -> str | None:
 # --------------------------------------------------------------------------------------------------
 
 
-class Secret:
-    """A credential that never shows itself in ``repr``, ``str`` or f-strings."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:  # never pickle a credential into a Prefect result or cache
-        raise TypeError("Secret values cannot be pickled")
-
-
-class _Redactor:
-    """Scrubs known secret values out of text (defence in depth behind "never format headers")."""
-
-    # Very short values would mangle ordinary words; real tokens are long.
-    MIN_LEN = 4
-
-    def __init__(self, *values: str) -> None:
-        self._fixed = [v for v in values if len(v) >= self.MIN_LEN]
-        self._tokens: deque[str] = deque(maxlen=16)  # recent bearer tokens
-
-    def add(self, value: str) -> None:
-        if len(value) >= self.MIN_LEN:
-            self._tokens.append(value)
-
-    def __call__(self, text: str) -> str:
-        for value in (*self._fixed, *self._tokens):
-            if value in text:
-                text = text.replace(value, "***")
-        return text
+# Credentials are held in passflow.secrets.Secret and every derived one is registered there, so
+# passflow.secrets.redact scrubs them from any text (the one redaction mechanism).
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,7 +264,6 @@ class TokenManager:
         public_token: Secret,
         secret_token: Secret,
         policy: RetryPolicy,
-        redact: _Redactor,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -311,7 +273,6 @@ class TokenManager:
         self._public = public_token
         self._secret = secret_token
         self._policy = policy
-        self._redact = redact
         self._clock = clock
         self._rng = rng
         self._token: BearerToken | None = None
@@ -428,17 +389,17 @@ class TokenManager:
                 # "reauth" here is a 401 from /authenticate itself: the credentials are wrong.
                 hint = " (check the public/secret tokens and auth_style)" if out.kind == "reauth" else ""
                 self._fatal = AuthenticationError(
-                    self._redact(f"Passmachine authentication failed: {out.reason}{hint}"),
+                    redact(f"Passmachine authentication failed: {out.reason}{hint}"),
                     permanent=True,
                     status=out.status,
                 )
                 raise self._fatal
             last = out.reason
-            log.debug("GET /authenticate attempt %d: %s", attempts, self._redact(out.reason))
+            log.debug("GET /authenticate attempt %d: %s", attempts, redact(out.reason))
             if attempts < self._policy.max_attempts:
                 await asyncio.sleep(self._policy.delay(attempts, out.retry_after, self._rng))
         raise AuthenticationError(
-            self._redact(f"Passmachine authentication gave up after {attempts} attempts: {last}"),
+            redact(f"Passmachine authentication gave up after {attempts} attempts: {last}"),
             permanent=False,
         )
 
@@ -454,7 +415,7 @@ class TokenManager:
                 permanent=True,
                 status=out.status,
             )
-        self._redact.add(value)
+        register_secret(value, transient=True)
         now = self._clock()
         valid_to = data.get("validTo")
         # The vendor may shorten the lifetime we asked for; believe its answer.
@@ -501,8 +462,9 @@ class PassmachineClient:
         self._clock = clock
         self._rng = rng
         self._policy = settings.retry_policy()
-        basic = base64.b64encode(f"{public_token}:{secret_token}".encode()).decode("ascii")
-        self._redact = _Redactor(public_token, secret_token, basic)
+        register_secret(public_token)
+        register_secret(secret_token)
+        register_secret(base64.b64encode(f"{public_token}:{secret_token}".encode()).decode("ascii"))
         self._timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
         # One pooled client; at most max_in_flight pass calls run at once, plus one token fetch.
         # Many small pools instead of one big one: far less CPU per request (see pool_shards).
@@ -524,7 +486,6 @@ class PassmachineClient:
             public_token=Secret(public_token),
             secret_token=Secret(secret_token),
             policy=self._policy,
-            redact=self._redact,
             clock=clock,
             rng=rng,
         )
@@ -688,7 +649,7 @@ class PassmachineClient:
                 out = Outcome(
                     "retry", f"HTTP {out.status} without data.id", status=out.status, maybe_processed=True
                 )
-            reason = self._redact(out.reason)
+            reason = redact(out.reason)
             log.debug("%s attempt %d: %s", what, attempts, reason)
 
             if out.kind == "ok":
@@ -733,7 +694,7 @@ class PassmachineClient:
                 if found is not None:
                     found.attempts = attempts
                     if not found.ok:  # the lookup failed: cannot tell, so do not re-create
-                        found.error = self._redact(f"outcome unknown ({reason}); {found.error}")
+                        found.error = redact(f"outcome unknown ({reason}); {found.error}")
                     return found
                 unresolved = False  # vendor has no such pass: creating again is safe
                 continue
@@ -833,7 +794,7 @@ class PassmachineClient:
             ok=False,
             status=exc.status,
             data=None,
-            error=self._redact(str(exc)),
+            error=redact(str(exc)),
             attempts=attempts,
             permanent=exc.permanent,
             ambiguous=ambiguous,
@@ -850,7 +811,7 @@ class PassmachineClient:
                 ok=False,
                 status=exc.status,
                 data=None,
-                error=f"reconciliation lookup failed: {self._redact(str(exc))}",
+                error=f"reconciliation lookup failed: {redact(str(exc))}",
                 attempts=0,
                 ambiguous=True,
             )

@@ -30,6 +30,7 @@ from passflow.errors import ConfigError
 from passflow.providers.http.limiter import RateLimiter
 from passflow.providers.http.pool_shards import ShardedPoolTransport
 from passflow.providers.http.retry import RetryPolicy
+from passflow.secrets import redact, register_secret
 
 __all__ = ["SKYCORE_UPDATE_TYPES", "SkycoreApiClient", "UpdateResult"]
 
@@ -68,6 +69,7 @@ class SkycoreApiClient:
             raise ConfigError("the Skycore API key must not be empty", key="updates.api_key")
         self.limiter = limiter
         self._key = api_key
+        register_secret(api_key)
         self._policy = policy or RetryPolicy()
         self._rng = rng
         if transport is None:  # the same pools and send-time feedback to the limiter as Passmachine's
@@ -91,9 +93,6 @@ class SkycoreApiClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if len(self._key) >= 4 else text
 
     async def update_pass(self, pass_type: str, body: dict[str, Any]) -> UpdateResult:
         """Send one pass update; see the module docstring for how outcomes are classified."""
@@ -122,8 +121,8 @@ class SkycoreApiClient:
                 code = data.get("error-code")
                 info = data.get("error-info") or "no error-info"
                 code = code if isinstance(code, str) and code else "unknown"
-                return UpdateResult(False, status, code, self._scrub(f"{code}: {info}"[:300]), attempts, data=data)
-            last = self._scrub(outcome.reason)
+                return UpdateResult(False, status, code, redact(f"{code}: {info}"[:300]), attempts, data=data)
+            last = redact(outcome.reason)
             if outcome.kind == "permanent":
                 return UpdateResult(False, status, f"HTTP{status}" if status else "error", last, attempts)
             if status == 429:
