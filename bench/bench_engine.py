@@ -8,7 +8,10 @@ per side the mean, min and max wall time and the CPU time of the run's whole pro
 run's process, the forkserver and its staging workers, from ``/proc``), and the ratios between
 the sides, measured in one run.
 
-Usage:  python bench/bench_engine.py [--rows 1000000] [--runs 5] [--other /path/to/other/checkout]
+``--tuning`` instead compares this checkout with its process tuning on and off (``PASSFLOW_TUNING``, see
+:mod:`passflow.tuning`): all knobs off, and each knob off alone, alternated in one run.
+
+Usage:  python bench/bench_engine.py [--rows 1000000] [--runs 5] [--other /path/to/other/checkout | --tuning]
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ ENGINE = r"""
 import json, os, sys, threading, time
 sys.path.insert(0, sys.argv[1])
 from passflow.config import load_campaign
-from passflow.run import run_issue
+try:
+    from passflow.run import run_issue
+except ImportError:  # a checkout from before passflow.run (e.g. 6f50e4d)
+    from passflow.engine import run_issue
 
 tick = os.sysconf("SC_CLK_TCK")
 cpu = {}  # pid -> last utime + stime seen (workers exit before the run returns)
@@ -68,9 +74,13 @@ print(json.dumps({"wall_s": wall, "cpu_s": sum(v - before.get(p, 0.0) for p, v i
 """
 
 
-def run_once(root: Path, campaign: Path) -> dict[str, float]:
+def run_once(root: Path, campaign: Path, env: dict[str, str] | None = None) -> dict[str, float]:
     proc = subprocess.run(
-        [sys.executable, "-c", ENGINE, str(root), str(campaign)], capture_output=True, text=True, cwd=root
+        [sys.executable, "-c", ENGINE, str(root), str(campaign)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, **(env or {})},
     )
     if proc.returncode != 0:
         sys.exit(f"engine run in {root} failed:\n{proc.stderr[-3000:]}")
@@ -82,31 +92,39 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=5, help="runs per side")
     ap.add_argument("--other", type=Path, help="another checkout to compare with (alternated)")
+    ap.add_argument("--tuning", action="store_true", help="this checkout: process tuning on vs off, and each knob off")
     args = ap.parse_args()
     seg = ensure_segment(args.rows)
-    sides = {"this": ROOT} | ({"other": args.other.resolve()} if args.other else {})
+    sides: dict[str, tuple[Path, dict[str, str]]] = {"this": (ROOT, {})}
+    if args.other:
+        sides["other"] = (args.other.resolve(), {})
+    if args.tuning:
+        from passflow.tuning import KNOBS, TUNING_ENV
+
+        sides = {"on": (ROOT, {TUNING_ENV: "on"}), "off": (ROOT, {TUNING_ENV: "off"})}
+        sides |= {f"-{k}": (ROOT, {TUNING_ENV: f"-{k}"}) for k in KNOBS if k != "switch_interval"}  # API runs only
     results: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for i in range(args.runs):
-        for name, root in sides.items():
+        for name, (root, env) in sides.items():
             with tempfile.TemporaryDirectory(prefix="passflow-bench-engine-") as tmp:
                 out = Path(tmp)
                 camp = out / "bench.toml"
                 source = f'csv = "{seg}"'
                 camp.write_text(CAMPAIGN.format(source=source, chunk=50_000, out=out), encoding="utf-8")
-                res = run_once(root, camp)
+                res = run_once(root, camp, env)
             # Every run writes ~1.7 GB; let the disk catch up before the next one starts, so a run
             # never pays for the writeback its predecessor left behind.
             os.sync()
             assert res["issued"] == args.rows, res
             results[name].append(res)
-            print(f"run {i + 1}  {name:5}  {res['wall_s']:6.2f} s  CPU {res['cpu_s']:6.2f} s", flush=True)
+            print(f"run {i + 1}  {name:16}  {res['wall_s']:6.2f} s  CPU {res['cpu_s']:6.2f} s", flush=True)
     print()
     means = {}
     for name, runs in results.items():
         walls, cpus = [r["wall_s"] for r in runs], [r["cpu_s"] for r in runs]
         means[name] = (statistics.mean(walls), statistics.mean(cpus))
         print(
-            f"{name:5} ({sides[name]}): wall {means[name][0]:.2f} s mean ({min(walls):.2f}–{max(walls):.2f}), "
+            f"{name:16} ({sides[name][0]} {sides[name][1] or ''}): wall {means[name][0]:.2f} s mean ({min(walls):.2f}–{max(walls):.2f}), "
             f"CPU {means[name][1]:.2f} s mean, {args.rows / means[name][0]:,.0f} rows/s"
         )
     if "other" in means:
@@ -114,6 +132,9 @@ def main() -> None:
             f"this / other: wall {means['this'][0] / means['other'][0]:.3f}, "
             f"CPU {means['this'][1] / means['other'][1]:.3f}"
         )
+    if "on" in means:  # > 1: the knob pays (turning it off is slower)
+        for name in [n for n in means if n != "on"]:
+            print(f"{name:16} / on: wall {means[name][0] / means['on'][0]:.3f}, CPU {means[name][1] / means['on'][1]:.3f}")
 
 
 if __name__ == "__main__":

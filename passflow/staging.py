@@ -28,8 +28,6 @@ default, the workers do not import the parent's ``__main__`` (see ``_WORKER_NAME
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -43,7 +41,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from multiprocessing import spawn
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +51,7 @@ import pyarrow.ipc as ipc
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from passflow import tuning
 from passflow.ledger import Ledger
 from passflow.providers.base import DeliveryContext, StagesInWorkers
 from passflow.run.journal import RunLock
@@ -88,24 +86,9 @@ def wants_pool(issuer: Any, *, csv_path: str | None, rows_read: int) -> bool:
     return rows_read >= POOL_MIN_ROWS
 
 
-# Workers need passflow's modules only. multiprocessing would also import the parent's __main__ in
-# each of them: seconds of CPU when that is prefect.engine (a deployment's flow run) or a script that
-# imports Prefect, and a failure for code read from stdin. Processes named _WORKER_NAME skip it.
+# Workers need passflow's modules only; processes named _WORKER_NAME skip the parent's __main__.
 _WORKER_NAME = "passflow-worker"
-
-
-def _preparation_data(
-    name: str, _original: Callable[[str], dict[str, Any]] = spawn.get_preparation_data
-) -> dict[str, Any]:
-    data = _original(name)
-    if name.startswith(_WORKER_NAME):
-        data.pop("init_main_from_name", None)
-        data.pop("init_main_from_path", None)
-    return data
-
-
-if getattr(spawn.get_preparation_data, "__name__", "") != _preparation_data.__name__:
-    spawn.get_preparation_data = _preparation_data
+tuning.skip_main_in_workers(_WORKER_NAME)
 
 
 class _WorkerProcess(multiprocessing.context.ForkServerProcess):
@@ -118,48 +101,8 @@ class _WorkerContext(multiprocessing.context.ForkServerContext):
     Process = _WorkerProcess  # type: ignore[assignment]
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim  # glibc
-    except (OSError, AttributeError, TypeError):
-        return None
-
-
-_malloc_trim = _load_malloc_trim()
-
-
-# Memory a chunk freed is kept for the next chunk until the process has grown this much since it
-# last handed memory back. Handing it back after every chunk made the next chunk fault every page in
-# again: in a 1M-row run ~300k page faults, 60 % of all, for no lower peak.
-RELEASE_AFTER_GROWTH = 128 << 20
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_rss_after_release: int | None = None  # this process's RSS right after its last release
-
-
-def rss_bytes() -> int | None:
-    """This process's resident set size now (None where /proc is missing)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE_SIZE
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def release_memory(*, force: bool = False) -> bool:
-    """Hand memory the last chunks freed back to the OS once the process has grown by
-    ``RELEASE_AFTER_GROWTH`` since it last did (or now, with ``force``), so RSS stays that of a
-    chunk or two however many chunks a run has: Arrow's pool and glibc's heap keep freed memory, and
-    a later chunk's allocations may land elsewhere. Until then the next chunk reuses what the last
-    one freed. Returns whether it released."""
-    global _rss_after_release
-    rss, last = rss_bytes(), _rss_after_release
-    if not force and rss is not None and last is not None and rss - last < RELEASE_AFTER_GROWTH:
-        return False
-    pa.default_memory_pool().release_unused()
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-    _rss_after_release = rss_bytes()
-    return True
+rss_bytes = tuning.rss_bytes
+release_memory = tuning.release_memory  # (re-exported: the run and the tests call it from here)
 
 
 # ------------------------------------------------------------------------------------ the spool
@@ -273,7 +216,7 @@ _worker: _Worker | None = None  # this process's state, when it is a pool worker
 def _init_worker(spec: WorkerSpec, write_lock: Any) -> None:
     global _worker
     _worker = _Worker(spec, write_lock)
-    gc.freeze()  # a worker lives for one run: its imports and set-up are never garbage (passflow.gcfreeze)
+    tuning.gc_freeze_for_good()  # a worker lives for one run: its imports and set-up are never garbage
 
 
 def _ping() -> int:

@@ -201,10 +201,6 @@ def test_small_segments_do_not_start_workers(tmp_path: Path, salt: None) -> None
     assert run._pool is None
 
 
-def test_workers_do_not_import_main() -> None:
-    assert "init_main_from_name" not in staging._preparation_data("passflow-worker-ForkServerProcess-1")
-    assert "init_main_from_path" not in staging._preparation_data("passflow-worker-ForkServerProcess-1")
-
 
 # -- the shared key set ---------------------------------------------------------------------------
 

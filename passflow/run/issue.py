@@ -39,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from passflow import gcfreeze
+from passflow import tuning
 from passflow.config import Campaign
 from passflow.errors import RejectRateExceeded, VendorError
 from passflow.exports import (
@@ -230,7 +230,7 @@ class IssueRun:
             self._start_pool_if_big()  # the workers start while the first chunk is read
         elif _ledger_exists(campaign.ledger.url):
             self.journal = RunJournal.read_only(campaign.ledger.url, campaign=campaign.name, provider=campaign.provider)
-        gcfreeze.hold()  # until close(): what exists now outlives the run (passflow.gcfreeze)
+        tuning.gc_hold()  # until close(): what exists now outlives the run
         self._gc_held = True
 
     # --- stage 1 ------------------------------------------------------------------------------
@@ -715,7 +715,7 @@ class IssueRun:
     def close(self) -> None:
         if self._gc_held:
             self._gc_held = False
-            gcfreeze.release()
+            tuning.gc_release()
         if self._pool is not None:  # first: workers may still be writing into the work directory
             self._ledger_writer = None
             self._pool.close()
