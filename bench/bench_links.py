@@ -103,7 +103,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 from prefect import flow
-from flows.issue_passes import IssueRequest, issue_passes
+from passflow.flows.issue_passes import IssueRequest, issue_passes
 
 @flow
 def warm_up():

@@ -45,7 +45,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 t0 = time.perf_counter()
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-import flows.issue_passes  # noqa: F401 - what a deployment's process imports
+import passflow.flows.issue_passes  # noqa: F401 - what a deployment's process imports
 import_s = time.perf_counter() - t0
 
 from passflow.config import load_campaign

@@ -141,10 +141,10 @@ def check_exactly_once(campaign_path: Path, sandbox: Any, customers: int) -> dic
 
 
 async def scenario(args: argparse.Namespace, env: dict[str, str], out: Path, sandbox: Any, workers: list[Any]) -> None:
+    from passflow.flows.issue_sharded import ShardedIssueRequest, ShardRequest, issue_passes_sharded
     from prefect.client.orchestration import get_client
     from prefect.deployments import arun_deployment
 
-    from flows.issue_sharded import ShardedIssueRequest, ShardRequest, issue_passes_sharded
     from passflow.config import load_campaign
     from passflow.shards import shard_campaign
 
@@ -241,7 +241,7 @@ def main() -> None:
                 [sys.executable, "-m", "prefect", "work-pool", "create", POOL, "--type", "process"],
                 env=env, check=True, capture_output=True,
             )
-            from flows.issue_sharded import issue_passes_shard
+            from passflow.flows.issue_sharded import issue_passes_shard
 
             issue_passes_shard.from_source(
                 source=str(ROOT), entrypoint="flows/issue_sharded.py:issue_passes_shard"

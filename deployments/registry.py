@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from passflow.deployments.update_triggers import update_triggers
+from passflow.flows.import_inbox import InboxRequest, import_inbox
+from passflow.flows.issue_passes import PROJECT_ROOT, IssueRequest, issue_passes
+from passflow.flows.issue_sharded import issue_passes_shard, issue_passes_sharded
+from passflow.flows.update_passes import update_passes
 from prefect import Flow
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron, Schedule
 
-from deployments.update_triggers import update_triggers
-from flows.import_inbox import InboxRequest, import_inbox
-from flows.issue_passes import PROJECT_ROOT, IssueRequest, issue_passes
-from flows.update_passes import update_passes
 from passflow.config import Campaign, load_campaign
 from passflow.updates import UpdateRequest
 
@@ -77,6 +78,10 @@ FLOWS: list[FlowEntry] = [
         campaign_schedule=lambda campaign: _cron(campaign.updates.schedule if campaign.updates else None),
         triggers=lambda path, campaign: update_triggers(campaign, path),
     ),
+    # Scale-out (flows/issue_sharded.py): the shard flow runs on a process work pool's workers, started
+    # by the split flow; both take the campaign in the run form.
+    FlowEntry(flow=issue_passes_shard, name="issue-passes-shard", tags=("passflow", "scale-out")),
+    FlowEntry(flow=issue_passes_sharded, name="issue-passes-sharded", tags=("passflow", "scale-out")),
     FlowEntry(
         flow=import_inbox,
         name="inbox",

@@ -1,4 +1,4 @@
-"""Serve every passflow deployment from this process (see :mod:`deployments.registry`).
+"""Serve every passflow deployment from this process (see :mod:`passflow.deployments.registry`).
 
     prefect server start            # in another terminal; UI at http://127.0.0.1:4200
     export PREFECT_API_URL=http://127.0.0.1:4200/api
@@ -16,7 +16,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python deployments/serve.py`: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deployments.registry import CAMPAIGNS, build_deployments  # noqa: E402
+from passflow.deployments.registry import CAMPAIGNS, build_deployments  # noqa: E402
 
 
 def serve_all(campaigns: Path = CAMPAIGNS, inbox: dict | None = None) -> None:

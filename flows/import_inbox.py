@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from passflow.flows.issue_passes import PROJECT_ROOT, IssueRequest, issue_passes
 from prefect import State, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.issue_passes import PROJECT_ROOT, IssueRequest, issue_passes
 from passflow.errors import PassflowError
 from passflow.inbox import FileOutcome, Inbox
 from passflow.sandbox.autostart import sandbox_for

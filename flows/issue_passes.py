@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from passflow.tasks.issue_tasks import deliver_segment, end_staging, stage_segment
 from prefect import State, flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -23,10 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.config import Campaign, load_campaign
 from passflow.errors import PassflowError
+from passflow.paths import project_root, resolve_user_path
 from passflow.report import failure_markdown, funnel_markdown, report_progress, summary_markdown, summary_rows
 from passflow.run import IssueRun, RunResult, run_sequence
 from passflow.secrets import redact
-from tasks.issue_tasks import deliver_segment, end_staging, stage_segment
 
 
 class IssueRequest(BaseModel):
@@ -77,17 +78,15 @@ class IssueRequest(BaseModel):
         return out
 
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = project_root()
 PROGRESS_EVERY_S = 2.0  # minimum time between two progress-artifact updates of a run
 
 
 def campaign_path(value: str) -> Path:
-    """A relative campaign path is tried against the working directory, then the project root — so a
-    deployment's default ``data/campaigns/x.toml`` works from a worker started anywhere."""
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists() or not (PROJECT_ROOT / path).exists():
-        return path
-    return PROJECT_ROOT / path
+    """A relative campaign path is tried against the working directory, then the project directory —
+    so a deployment's default ``data/campaigns/x.toml`` works from a worker started anywhere
+    (:mod:`passflow.paths`)."""
+    return resolve_user_path(value)
 
 
 def artifact_key(name: str, suffix: str) -> str:

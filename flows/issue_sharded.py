@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from passflow.tasks.issue_tasks import deliver_segment, end_staging, stage_segment
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 from prefect.deployments import arun_deployment
@@ -25,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from passflow.config import load_campaign
 from passflow.ledger import Ledger
 from passflow.run import IssueRun, run_sequence
-from tasks.issue_tasks import deliver_segment, end_staging, stage_segment
 
 
 class ShardRequest(BaseModel):

@@ -10,15 +10,15 @@ Secrets are never parameters: the campaign file references them.
 # the parameter model from the annotations, and a string "UpdateRequest" is unresolvable there.
 from typing import Any
 
+from passflow.flows.issue_passes import artifact_key
+from passflow.tasks.update_tasks import plan_updates, send_updates
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.issue_passes import artifact_key
 from passflow.config import load_campaign
 from passflow.errors import ConfigError
 from passflow.updates import UpdateRequest, UpdateRun
 from passflow.updates.run import request_overrides
-from tasks.update_tasks import plan_updates, send_updates
 
 _SKIP = {"preview", "error_codes"}
 

@@ -162,7 +162,8 @@ def issue(
 ) -> None:
     """Issue passes for a campaign's segment (a Prefect flow run) and write the attribute exports."""
     _prefect_defaults()
-    from flows.issue_passes import IssueRequest, issue_passes
+    from passflow.flows.issue_passes import IssueRequest, issue_passes
+
     from passflow.config import load_campaign
 
     request = IssueRequest(
@@ -211,7 +212,8 @@ def update(
 ) -> None:
     """Update issued passes (a Prefect flow run); every attempt goes to the update history."""
     _prefect_defaults()
-    from flows.update_passes import update_passes
+    from passflow.flows.update_passes import update_passes
+
     from passflow.config import load_campaign
     from passflow.updates import UpdateRequest
 
@@ -374,7 +376,7 @@ def inbox_cmd(
 ) -> None:
     """Poll the analysts' inbox once (the import-inbox flow): issue every complete CSV and file it away."""
     _prefect_defaults()
-    from flows.import_inbox import InboxRequest, import_inbox
+    from passflow.flows.import_inbox import InboxRequest, import_inbox
 
     request = InboxRequest(inbox=str(inbox.resolve()), campaigns=str(campaigns.resolve()), settle_seconds=settle_seconds)
     with _live_progress():
@@ -409,8 +411,9 @@ def serve_cmd(
 ) -> None:
     """Self-hosted, one machine: a Prefect server, every deployment (scheduled) and the inbox, in one command."""
     _prefect_defaults()
-    from deployments.registry import CAMPAIGNS, build_deployments
-    from deployments.server import prefect_server
+    from passflow.deployments.registry import CAMPAIGNS, build_deployments
+    from passflow.deployments.server import prefect_server
+
     from passflow.config import load_campaign
     from passflow.sandbox.autostart import sandbox_for
 
@@ -448,7 +451,7 @@ def deploy_cmd(
     """Register every deployment with a process work pool; run `prefect worker start --pool POOL` on the
     machines that should execute them (passflow installed there)."""
     _prefect_defaults()
-    from deployments.registry import CAMPAIGNS, register_with_pool
+    from passflow.deployments.registry import CAMPAIGNS, register_with_pool
 
     try:
         names = register_with_pool(pool, campaigns or CAMPAIGNS)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from passflow.deployments.registry import FLOWS, build_deployments
+from passflow.flows.issue_passes import IssueRequest
 
-from deployments.registry import FLOWS, build_deployments
-from flows.issue_passes import IssueRequest
 from passflow.config import load_campaign
 from passflow.errors import ConfigError
 from tests.test_issue_skycore import make_campaign
@@ -33,7 +33,10 @@ def test_one_deployment_per_campaign_with_schedule_and_valid_parameters() -> Non
     assert inbox.name == "inbox" and inbox.schedules[0].schedule.cron == "* * * * *"
     assert inbox.parameters["request"]["inbox"] == "data/inbox"
     update = {d.name: d for d in deps if d.flow_name == "update-passes"}
-    assert len(deps) == len(issue) + len(update) + 1 and len(FLOWS) == 3
+    shards = {d.flow_name: d for d in deps if "scale-out" in d.tags}
+    assert set(shards) == {"issue-passes-shard", "issue-passes-sharded"}  # the scale-out pair, run by hand
+    assert all(not d.schedules for d in shards.values())
+    assert len(deps) == len(issue) + len(update) + len(shards) + 1 and len(FLOWS) == 5
 
 
 def test_update_deployments_have_event_triggers_and_their_own_schedule() -> None:
@@ -75,9 +78,8 @@ def test_schedule_section_is_validated(tmp_path: Path) -> None:
 def test_failure_automation_is_a_valid_prefect_automation() -> None:
     import uuid
 
+    from passflow.deployments.automation import failure_automation
     from prefect.events.schemas.automations import AutomationCore
-
-    from deployments.automation import failure_automation
 
     block = str(uuid.uuid4())
     automation = AutomationCore.model_validate(failure_automation(block))

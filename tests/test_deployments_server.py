@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+from passflow.deployments.server import free_port
 
-from deployments.server import free_port
 from passflow.demo import write_segment_csv
 from tests.test_issue_skycore import make_campaign, read_csv
 
@@ -222,9 +222,8 @@ def test_the_inbox_deployment_takes_a_dropped_file(runs: dict[str, Any], served:
 
 def test_deploy_registers_every_deployment_with_a_process_work_pool(served: dict[str, Any], runs: Any) -> None:
     """`passflow deploy`: the worker path for other machines (last: it re-registers the deployments)."""
+    from passflow.deployments.registry import register_with_pool
     from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from deployments.registry import register_with_pool
 
     with temporary_settings({PREFECT_API_URL: served["api"]}):
         names = register_with_pool("passflow-test", served["base"] / "campaigns")
@@ -235,4 +234,4 @@ def test_deploy_registers_every_deployment_with_a_process_work_pool(served: dict
     assert pool.type == "process"
     for dep in _call(served["api"], lambda c: c.read_deployments()):
         assert dep.work_pool_name == "passflow-test"
-        assert dep.entrypoint in ("flows.issue_passes.issue_passes", "flows.import_inbox.import_inbox")
+        assert dep.entrypoint in ("passflow.flows.issue_passes.issue_passes", "passflow.flows.import_inbox.import_inbox")

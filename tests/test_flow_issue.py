@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
+from passflow.flows.issue_passes import IssueRequest, issue_passes
 from typer.testing import CliRunner
 
-from flows.issue_passes import IssueRequest, issue_passes
 from passflow.cli import app
 from passflow.errors import RejectRateExceeded
 from passflow.providers.skycore.links import verify_link

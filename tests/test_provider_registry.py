@@ -117,7 +117,7 @@ def test_cli_in_a_fresh_process_loads_the_provider_from_the_environment(tmp_path
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_issue_update_callback_end_to_end(tmp_path: Path, vendor: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.issue_passes import IssueRequest, issue_passes
+    from passflow.flows.issue_passes import IssueRequest, issue_passes
 
     monkeypatch.setenv("PF_STAMP_CB", "cb-secret")
     path = stamp_campaign(tmp_path, vendor)
@@ -168,3 +168,11 @@ def test_builtin_providers_are_registered_with_their_capabilities() -> None:
     assert sky.updates and sky.updates.action_values == "pass_data" and not sky.calls_vendor
     assert pm.updates and pm.updates.action_values == "template_variables" and pm.sandbox is not None
     assert sky.callbacks and pm.callbacks
+
+
+def test_the_callbacks_server_does_not_load_the_sandbox() -> None:
+    probe = "import sys, passflow.callbacks.server, passflow.run, passflow.providers.registry as r; r.names(); " \
+            "print(sorted(m for m in sys.modules if m.startswith('passflow.sandbox')))"  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from passflow.flows.issue_passes import IssueRequest, issue_passes
 from typer.testing import CliRunner
 
-from flows.issue_passes import IssueRequest, issue_passes
 from passflow.cli import app
 from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
 from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN

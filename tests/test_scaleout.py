@@ -131,7 +131,7 @@ def test_two_workers_share_the_limit_and_a_killed_shard_completes_on_rerun(
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_sharded_flow_runs_every_shard_as_a_child_run(tmp_path: Path, sandbox: SandboxHandle) -> None:
-    from flows.issue_sharded import ShardedIssueRequest, issue_passes_sharded
+    from passflow.flows.issue_sharded import ShardedIssueRequest, issue_passes_sharded
 
     path = make(tmp_path, sandbox, rows=120, chunk=50, rate=200)
     out = asyncio.run(issue_passes_sharded(ShardedIssueRequest(campaign=str(path), shards=3, deployment=None)))

@@ -127,7 +127,8 @@ def test_flows_and_cli_never_leak_secrets_or_pii(
     tmp_path: Path, sandbox: SandboxHandle, prefect_harness: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every Python log line of the process, not only Prefect's
-    from flows.issue_passes import IssueRequest, issue_passes
+    from passflow.flows.issue_passes import IssueRequest, issue_passes
+
     from passflow.cli import app
 
     # Passmachine through the Prefect flow, with the error paths that quote vendor answers.

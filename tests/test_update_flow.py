@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from passflow.flows.update_passes import update_passes
 from typer.testing import CliRunner
 
-from flows.update_passes import update_passes
 from passflow.cli import app
 from passflow.config import load_campaign
 from passflow.run import run_issue

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from passflow.deployments.update_triggers import PASS_UNINSTALLED, UPDATE_REQUESTED, update_triggers
 
-from deployments.update_triggers import PASS_UNINSTALLED, UPDATE_REQUESTED, update_triggers
 from passflow.config import load_campaign
 from passflow.run import run_issue
 from passflow.sandbox.runner import start_sandbox_thread
@@ -83,8 +83,8 @@ def _wait(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
 
 SERVE = """
 import sys
-from deployments.update_triggers import update_triggers
-from flows.update_passes import update_passes
+from passflow.deployments.update_triggers import update_triggers
+from passflow.flows.update_passes import update_passes
 from passflow.config import load_campaign
 path = sys.argv[1]
 update_passes.serve(name="sky-trig-updates", triggers=update_triggers(load_campaign(path), path))
@@ -93,7 +93,7 @@ update_passes.serve(name="sky-trig-updates", triggers=update_triggers(load_campa
 EMIT = """
 import sys
 from prefect.events import emit_event
-from deployments.update_triggers import emit_update_request
+from passflow.deployments.update_triggers import emit_update_request
 emit_update_request("sky-trig", ["C2"], "notify")
 emit_event("passflow.pass.uninstalled", resource={
     "prefect.resource.id": "passflow.pass.T" + "C1", "passflow.campaign": "sky-trig",

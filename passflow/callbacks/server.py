@@ -8,7 +8,7 @@ from pathlib import Path
 from passflow.callbacks.app import CampaignEndpoint, create_app, endpoints_for
 from passflow.callbacks.events import Emitter
 from passflow.config import Campaign, load_campaign
-from passflow.sandbox.runner import serve_app, start_app_thread
+from passflow.httpserver import serve_app, start_app_thread
 
 READY_PREFIX = "passflow-callbacks listening on "
 
