@@ -146,7 +146,7 @@ async def scenario(args: argparse.Namespace, env: dict[str, str], out: Path, san
     from prefect.deployments import arun_deployment
 
     from passflow.config import load_campaign
-    from passflow.shards import shard_campaign
+    from passflow.run.shards import shard_campaign
 
     limit = args.limit
     # 1. the rate, through the parent flow and child deployment runs

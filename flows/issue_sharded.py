@@ -1,7 +1,7 @@
 """Scale-out: one campaign split across several Prefect workers.
 
 * ``issue-passes-shard`` runs one shard: the customers whose id hashes to it (a stable hash, see
-  :mod:`passflow.shards`), with ``1/N`` (less 1 request/s of headroom) of the campaign's vendor limit (a documented static split,
+  :mod:`passflow.run.shards`), with ``1/N`` (less 1 request/s of headroom) of the campaign's vendor limit (a documented static split,
   so N shards together never exceed the limit, with no per-request coordination) and its own
   ledger lock (campaign, shard) — shards run side by side; an unsharded run of the campaign waits.
 * ``issue-passes-sharded`` starts the N shards as runs of an ``issue-passes-shard`` deployment (on a

@@ -133,7 +133,7 @@ def _record_sql(dialect: str, rows: int) -> str:
 # then upserts them into the ledger in one INSERT … SELECT. Binding Python values row by row is most
 # of the cost, and a temporary table takes no lock on the ledger file: two bulk writers bind their
 # batches at the same time, and only the C-speed merge holds the ledger's one write lock (see
-# passflow.staging.LedgerWriter). Rows merge in insertion order, so a later row of a customer wins.
+# passflow.run.staging.LedgerWriter). Rows merge in insertion order, so a later row of a customer wins.
 _SQLITE_STAGE_TABLE = "passflow_ledger_rows"
 
 

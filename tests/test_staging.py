@@ -19,10 +19,9 @@ import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 
-from passflow import staging
 from passflow.config import load_campaign
 from passflow.providers.skycore.links import build_link, build_links
-from passflow.run import IssueRun
+from passflow.run import IssueRun, staging
 from passflow.seen import SeenKeys, hash_keys
 from passflow.validate import _PHONE_PUNCT, _PHONE_PUNCT_RE2
 

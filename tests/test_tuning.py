@@ -67,7 +67,7 @@ def test_freed_memory_is_kept_for_reuse_until_the_process_grows_past_the_budget(
 def test_workers_do_not_import_main() -> None:
     from multiprocessing import spawn
 
-    import passflow.staging  # noqa: F401 - installs the hook for its workers
+    import passflow.run.staging  # noqa: F401 - installs the hook for its workers
 
     data = spawn.get_preparation_data("passflow-worker-ForkServerProcess-1")
     assert "init_main_from_name" not in data and "init_main_from_path" not in data

@@ -156,7 +156,7 @@ class Issuer(ABC):
 
 
 class StagesInWorkers(ABC):
-    """Capability: staging in worker processes (:mod:`passflow.staging`).
+    """Capability: staging in worker processes (:mod:`passflow.run.staging`).
 
     ``prepare`` splits into :meth:`prepare_rows` (per row, any order: runs in the workers) and the
     run-wide pass-id check (in row order, in the run); ``deliver`` must be pure computation over

@@ -10,10 +10,13 @@ import asyncio
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from passflow.config import Campaign
 from passflow.providers.http.failstop import FailureStop
 from passflow.providers.http.loop import BackgroundLoop
+
+if TYPE_CHECKING:  # annotations only: the campaign model imports the provider registry
+    from passflow.config import Campaign
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ The run has two stages so that "too many rejects" stops it *before anything is i
 1. **stage** — each source chunk is validated and prepared (templates rendered, links signed or
    payloads built) and appended to a local Arrow spool (one file per chunk); rejects go to the
    rejects file. The source is read exactly once (a SQL segment may change between two reads).
-   A big run does this in worker processes while it reads on (:mod:`passflow.staging`).
+   A big run does this in worker processes while it reads on (:mod:`passflow.run.staging`).
 2. **deliver** — each spooled batch is planned against the ledger (skip unchanged, re-issue
    changed, retry failed, reconcile pending), issued, recorded and appended to the exports. A big
    run records each batch in a worker while it plans and exports the next one.
@@ -56,10 +56,8 @@ from passflow.providers import make_issuer, provider_of
 from passflow.providers.base import BASE_COLUMNS, OUTCOME_COLUMNS, DeliveryContext, Sending, StagesInWorkers
 from passflow.run.journal import RunJournal
 from passflow.run.plan import Plan, empty_ledger_rows, plan_batch
-from passflow.shards import Shard, check_shard, in_shard, shard_campaign
-from passflow.shutdown import check_stop, crash_point
-from passflow.sources import MalformedRow, read_csv_chunks, read_sql_chunks
-from passflow.staging import (
+from passflow.run.shards import Shard, check_shard, in_shard, shard_campaign
+from passflow.run.staging import (
     LedgerWriter,
     Spool,
     StagedChunk,
@@ -71,6 +69,8 @@ from passflow.staging import (
     same_sqlite_file,
     wants_pool,
 )
+from passflow.shutdown import check_stop, crash_point
+from passflow.sources import MalformedRow, read_csv_chunks, read_sql_chunks
 from passflow.validate import ROW, FieldRules, Rejects, SeenKeys, check_columns, validate_chunk
 
 log = logging.getLogger("passflow")
@@ -212,7 +212,7 @@ class IssueRun:
         self.journal: RunJournal | None = None  # the ledger, as this run reads and writes it
         self.exports: list[AttributeExport] = []
         self.db_export: DbAttributeExport | None = None
-        self._pool: StagePool | None = None  # worker processes of a big run (passflow.staging)
+        self._pool: StagePool | None = None  # worker processes of a big run (passflow.run.staging)
         self._pooling = False  # chunks go to the pool (from then on, all of them: order matters)
         self._pool_failed = False  # the workers could not start: stage here
         self._ledger_writer: LedgerWriter | None = None
@@ -332,7 +332,7 @@ class IssueRun:
             self.counts.rejected += len(rej)
         return len(rej)
 
-    # A big run stages in worker processes (passflow.staging): they validate and prepare chunks
+    # A big run stages in worker processes (passflow.run.staging): they validate and prepare chunks
     # while this process reads the next one; the run-wide checks are applied here, in chunk order.
     def _start_pool_if_big(self) -> None:
         if self._pool is not None or self._pool_failed:

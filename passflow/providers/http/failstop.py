@@ -6,7 +6,11 @@ Shared by issuance and pass updates, so both stop for the same reasons with the 
 
 from __future__ import annotations
 
-from passflow.config import Limits
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the campaign model imports the provider registry
+    from passflow.config import Limits
+
 
 
 class FailureStop:

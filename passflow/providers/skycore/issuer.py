@@ -68,7 +68,7 @@ class SkycoreLinkIssuer(Issuer, StagesInWorkers):
         return set().union(*(t.columns for t in self.templates.values()))
 
     def worker_factory(self) -> Callable[[], SkycoreLinkIssuer]:
-        """A picklable way to build this issuer again in a worker process (see passflow.staging).
+        """A picklable way to build this issuer again in a worker process (see passflow.run.staging).
 
         The salt travels resolved: a worker cannot reach a Prefect Secret block of the parent's run.
         """
