@@ -205,6 +205,8 @@ class IssueRun:
         self._spool = Spool(self._workdir, self._schema)  # one Arrow file per staged chunk
         self._spool_reader: Spool | None = None  # the spool, once staging is over
         self._reject_frames: list[pd.DataFrame] = []
+        # Ragged CSV rows: the reader appends them here while it streams; the next stage call rejects them.
+        self._malformed: list[MalformedRow] = []
         self._failure_frames: list[pd.DataFrame] = []
         self._columns_checked = False
         self._preview: list[pd.DataFrame] = []
@@ -237,7 +239,6 @@ class IssueRun:
     def source_chunks(self) -> Iterator[pd.DataFrame]:
         """Stream the segment. Ragged CSV rows are collected and rejected with the next chunk."""
         src = self.campaign.source
-        self._malformed: list[MalformedRow] = []
         t0 = time.perf_counter()
         if src.csv:
             chunks = read_csv_chunks(
@@ -274,19 +275,10 @@ class IssueRun:
         rejects = Rejects()
         if self.shard is not None:
             chunk = self._own_rows(chunk)
-        for m in getattr(self, "_malformed", [])[:]:
-            rejects.frames.append(
-                pd.DataFrame(
-                    {
-                        "row": [m.row],
-                        "customer_id": [""],
-                        "reason_code": ["malformed_row"],
-                        "reason": [m.reason],
-                    }
-                )
-            )
-            self._malformed.remove(m)
-            self.counts.read += 1
+        if self._malformed:  # ragged rows the reader met before this chunk
+            rejects.frames.append(_malformed_rejects(self._malformed))
+            self.counts.read += len(self._malformed)
+            self._malformed.clear()
         if not self._columns_checked:
             check_columns(list(chunk.columns), self.rules, self.issuer.template_columns(), self.source_label)
             self._columns_checked = True
@@ -309,7 +301,7 @@ class IssueRun:
         """This shard's rows of a source chunk; unreadable (ragged) rows are reported by shard 0 only."""
         assert self.shard is not None
         if self.shard[0] != 0:
-            getattr(self, "_malformed", []).clear()
+            self._malformed.clear()
         if self.rules.customer_id not in chunk.columns:
             return chunk  # the column check names the missing column
         return chunk.loc[in_shard(chunk[self.rules.customer_id].fillna(""), self.shard)]
@@ -381,21 +373,14 @@ class IssueRun:
         if isinstance(self.issuer, StagesInWorkers):
             self.issuer.forget_pass_ids()
         if self.shard is not None and self.shard[0] != 0:
-            getattr(self, "_malformed", []).clear()  # shard 0 reports them
-        for m in getattr(self, "_malformed", []):  # ragged rows after the last chunk
-            self._reject_frames.append(
-                pd.DataFrame(
-                    {
-                        "row": [m.row],
-                        "customer_id": [""],
-                        "reason_code": ["malformed_row"],
-                        "reason": [m.reason],
-                    }
-                )
-            )
-            self.reasons["malformed_row"] += 1
-            self.counts.rejected += 1
-            self.counts.read += 1
+            self._malformed.clear()  # shard 0 reports them
+        if self._malformed:  # ragged rows after the last chunk
+            n = len(self._malformed)
+            self._reject_frames.append(_malformed_rejects(self._malformed))
+            self._malformed.clear()
+            self.reasons["malformed_row"] += n
+            self.counts.rejected += n
+            self.counts.read += n
         if self._spool.num_record_batches:
             self._spool_reader = self._spool
         if self._reject_frames and not self.dry_run:
@@ -753,6 +738,17 @@ class IssueRun:
             Path(self.campaign.export.directory)
             / f"{export_file_prefix(self.campaign.name)}-{kind}-{stamp}-{self.run_id[:8]}.csv"
         )
+
+
+def _malformed_rejects(rows: list[MalformedRow]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "row": [m.row for m in rows],
+            "customer_id": [""] * len(rows),
+            "reason_code": ["malformed_row"] * len(rows),
+            "reason": [m.reason for m in rows],
+        }
+    )
 
 
 @dataclass
