@@ -66,7 +66,11 @@ class ShardedIssueRequest(BaseModel):
 
 @flow(name="issue-passes-shard", persist_result=False)
 def issue_passes_shard(request: ShardRequest) -> dict[str, Any]:
-    """Issue one shard of a campaign (its customers, its share of the vendor limit)."""
+    """Issue one shard of a campaign (its customers, its share of the vendor limit).
+
+    Args:
+        request: The campaign, which shard of how many, and an optional limit override.
+    """
     logger = get_run_logger()
     overrides = {"limits.max_per_second": request.max_per_second} if request.max_per_second else {}
     campaign = load_campaign(request.campaign, overrides=overrides)
@@ -80,7 +84,11 @@ def issue_passes_shard(request: ShardRequest) -> dict[str, Any]:
 
 @flow(name="issue-passes-sharded", persist_result=False)
 async def issue_passes_sharded(request: ShardedIssueRequest) -> dict[str, Any]:
-    """Split a campaign into shards, run them as child runs on the shard deployment, and report."""
+    """Split a campaign into shards, run them as child runs on the shard deployment, and report.
+
+    Args:
+        request: The campaign, how many shards, the shard deployment and an optional limit override.
+    """
     logger = get_run_logger()
     campaign = load_campaign(request.campaign)  # fails here, before any child starts, on a bad file
     if request.deployment:

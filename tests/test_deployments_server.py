@@ -146,7 +146,8 @@ def runs(served: dict[str, Any], deployments: dict[str, Any]) -> dict[str, Any]:
 
 def test_deployments_and_their_schedules_are_visible_through_the_api(deployments: dict[str, Any]) -> None:
     assert set(deployments) == {
-        "issue-passes/test-coupon", "issue-passes/other-coupon", "issue-passes/inbox-coupon", "import-inbox/inbox"
+        "issue-passes/test-coupon", "issue-passes/other-coupon", "issue-passes/inbox-coupon", "import-inbox/inbox",
+        "issue-passes-shard/issue-passes-shard", "issue-passes-sharded/issue-passes-sharded",
     }  # fmt: skip
     assert not deployments["issue-passes/other-coupon"].schedules  # no [schedule]: run by hand only
     [issue_schedule] = deployments["issue-passes/test-coupon"].schedules
@@ -228,10 +229,13 @@ def test_deploy_registers_every_deployment_with_a_process_work_pool(served: dict
     with temporary_settings({PREFECT_API_URL: served["api"]}):
         names = register_with_pool("passflow-test", served["base"] / "campaigns")
     assert sorted(names) == sorted(
-        ["issue-passes/test-coupon", "issue-passes/other-coupon", "issue-passes/inbox-coupon", "import-inbox/inbox"]
-    )
+        ["issue-passes/test-coupon", "issue-passes/other-coupon", "issue-passes/inbox-coupon", "import-inbox/inbox",
+         "issue-passes-shard/issue-passes-shard", "issue-passes-sharded/issue-passes-sharded"]
+    )  # fmt: skip
     pool = _call(served["api"], lambda c: c.read_work_pool("passflow-test"))
     assert pool.type == "process"
     for dep in _call(served["api"], lambda c: c.read_deployments()):
         assert dep.work_pool_name == "passflow-test"
-        assert dep.entrypoint in ("passflow.flows.issue_passes.issue_passes", "passflow.flows.import_inbox.import_inbox")
+        assert dep.entrypoint in ("passflow.flows.issue_passes.issue_passes", "passflow.flows.import_inbox.import_inbox",
+                                  "passflow.flows.issue_sharded.issue_passes_shard",
+                                  "passflow.flows.issue_sharded.issue_passes_sharded")  # fmt: skip
