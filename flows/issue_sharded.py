@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.config import load_campaign
 from passflow.engine import IssueRun
-from passflow.ledger import Ledger
+from passflow.store.ledger import Ledger
 from tasks.issue_tasks import deliver_segment, end_staging, stage_segment
 
 

@@ -53,7 +53,6 @@ from passflow.exports import (
 )
 from passflow.issuers import OUTCOME_COLUMNS, DeliveryContext, make_issuer
 from passflow.issuers.base import BASE_COLUMNS, Sending
-from passflow.ledger import Ledger, lock_key
 from passflow.shards import Shard, check_shard, in_shard, shard_campaign
 from passflow.shutdown import check_stop, crash_point, graceful_stop
 from passflow.sources import MalformedRow, read_csv_chunks, read_sql_chunks
@@ -69,6 +68,7 @@ from passflow.staging import (
     same_sqlite_file,
     wants_pool,
 )
+from passflow.store.ledger import Ledger, lock_key
 from passflow.validate import ROW, FieldRules, Rejects, SeenKeys, check_columns, validate_chunk
 
 log = logging.getLogger("passflow")
@@ -680,7 +680,7 @@ class IssueRun:
     def _add_install_status(self, rows: pd.DataFrame) -> pd.DataFrame:
         if not self.campaign.callbacks or rows.empty or self.ledger is None:
             return rows
-        from passflow.callbacks.store import read_install_status
+        from passflow.store.events import read_install_status
 
         status = read_install_status(self.ledger.engine, self.campaign.name, rows["customer_id"])
         return with_install_status(rows, status, self.campaign.provider)

@@ -55,8 +55,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from passflow.issuers.base import DeliveryContext
-from passflow.ledger import Ledger
 from passflow.seen import SeenKeys, hash_keys
+from passflow.store.ledger import Ledger
 from passflow.validate import ROW, FieldRules, Rejects, reject_duplicate_ids, validate_chunk
 
 log = logging.getLogger("passflow")

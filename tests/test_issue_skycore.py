@@ -15,8 +15,8 @@ from passflow.config import load_campaign
 from passflow.demo import build_crm_db, write_segment_csv
 from passflow.engine import IssueRun, run_issue
 from passflow.errors import ConfigError, RejectRateExceeded
-from passflow.ledger import Ledger
 from passflow.providers.skycore_links import LinkRecipe, parse_link, verify_link
+from passflow.store.ledger import Ledger
 
 CAMPAIGN = """
 [campaign]

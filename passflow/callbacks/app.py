@@ -29,11 +29,11 @@ from passflow.callbacks.payloads import (
     parse_passmachine,
     parse_skycore,
 )
-from passflow.callbacks.store import CallbackStore, PassEvent
 from passflow.config import Campaign
 from passflow.errors import ConfigError
-from passflow.ledger import utcnow
 from passflow.secrets import resolve_secret
+from passflow.store.events import CallbackStore, PassEvent
+from passflow.store.ledger import utcnow
 
 log = logging.getLogger("passflow.callbacks")
 

@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.config import Campaign, load_campaign
 from passflow.errors import VendorError
-from passflow.ledger import CampaignLocked, Ledger
+from passflow.store.ledger import CampaignLocked, Ledger
+from passflow.store.updates import UpdateStore
 from passflow.updates.actions import ActionRenderer, check_update_config, diff_action, update_settings
 from passflow.updates.senders import Sender, make_sender
-from passflow.updates.store import UpdateStore
 from passflow.updates.targets import customer_targets, diff_targets, event_targets, read_events
 
 log = logging.getLogger("passflow.updates")
