@@ -96,6 +96,15 @@ def read_state(conn: sa.Connection) -> SchemaState:
     return SchemaState(None, legacy=legacy)
 
 
+def _stamped_revision(conn: sa.Connection) -> str | None:
+    """alembic_version's revision by one plain query; None when there is no such table (or no row)."""
+    try:
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except sa.exc.DBAPIError:  # no table yet; the connection's transaction is rolled back on exit
+        conn.rollback()
+        return None
+
+
 def known(revision: str) -> bool:
     try:
         return script_directory().get_revision(revision) is not None
@@ -122,15 +131,19 @@ def ensure_current(engine: Engine, *, auto_upgrade: bool | None = None) -> None:
 
     ``auto_upgrade``: upgrade an older database here; by default only a SQLite file is. A server
     database found at head is remembered for the process; a SQLite file is looked at on every open
-    (two local reads on the connection the ledger keeps anyway), so a file replaced under the same
+    (one local read on the connection the ledger keeps anyway), so a file replaced under the same
     path is never trusted from memory.
     """
     key = engine.url.render_as_string(hide_password=False)  # a dict key in memory, never printed
     if key in _AT_HEAD:
         return
-    with engine.connect() as conn:
-        state = read_state(conn)
     target = head()
+    with engine.connect() as conn:
+        if _stamped_revision(conn) == target:  # the usual case: one query
+            if not is_embedded(engine.url):
+                _AT_HEAD.add(key)
+            return
+        state = read_state(conn)
     if state.revision != target:
         _refuse_if_newer(state, engine.url)
         automatic = is_embedded(engine.url) if auto_upgrade is None else auto_upgrade
