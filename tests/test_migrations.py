@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,21 +71,27 @@ def restore_pg_dump(url: str, dump: str) -> None:
         engine.dispose()
 
 
-@pytest.fixture
-def pg_legacy_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh database holding the PostgreSQL ledger 6f50e4d's code made."""
-    name = f"pf_legacy_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+@contextmanager
+def new_pg_database(admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (its tables in ``public``, as a production ledger's)."""
+    name = f"pf_mig_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
     try:
-        restore_pg_dump(url, PG_FIXTURE.read_text(encoding="utf-8"))
-        yield url
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture
+def pg_legacy_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh database holding the PostgreSQL ledger 6f50e4d's code made."""
+    with new_pg_database(pg_admin_url) as url:
+        restore_pg_dump(url, PG_FIXTURE.read_text(encoding="utf-8"))
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -142,6 +149,53 @@ def test_schema_and_migrations_do_not_drift(db_url: str) -> None:
         conn.exec_driver_sql("ALTER TABLE passflow_runs ADD COLUMN extra INTEGER")
     engine.dispose()
     assert [d[0] for d in migrate.check(db_url)] == ["remove_column"]
+
+
+def _sqlite_ddl(url: str) -> set[tuple[str, str, str]]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "select type, name, coalesce(sql, '') from sqlite_master where tbl_name like 'passflow%'"
+        ).all()
+    engine.dispose()
+    return {(t, n, " ".join(sql.split())) for t, n, sql in rows}
+
+
+def _pg_ddl(url: str) -> set[tuple[str, ...]]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        columns = conn.exec_driver_sql(
+            "select 'column', table_name, column_name, data_type, coalesce(character_maximum_length, 0)::text, "
+            "is_nullable, coalesce(column_default, '') from information_schema.columns "
+            "where table_schema = 'public' and table_name like 'passflow%%'"
+        ).all()
+        indexes = conn.exec_driver_sql(
+            "select 'index', tablename, indexname, indexdef from pg_indexes "
+            "where schemaname = 'public' and tablename like 'passflow%%'"
+        ).all()
+        constraints = conn.exec_driver_sql(
+            "select 'constraint', conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint "
+            "where connamespace = 'public'::regnamespace and conrelid::regclass::text like 'passflow%%'"
+        ).all()
+    engine.dispose()
+    return {tuple(r) for r in [*columns, *indexes, *constraints]}
+
+
+def test_revision_0001_is_exactly_what_6f50e4d_created_on_sqlite(tmp_path: Path) -> None:
+    """Table for table, the same DDL text: SQLite keeps the CREATE statements it ran."""
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    migrate.upgrade(fresh, "0001")
+    made_by_6f50e4d = _sqlite_ddl(legacy_sqlite(tmp_path))
+    assert len(made_by_6f50e4d) > 20 and _sqlite_ddl(fresh) == made_by_6f50e4d
+
+
+@pytest.mark.postgres
+def test_revision_0001_is_exactly_what_6f50e4d_created_on_postgresql(pg_admin_url: str, pg_legacy_url: str) -> None:
+    """Columns (types, lengths, nullability, defaults), indexes and constraints, as the catalog says."""
+    with new_pg_database(pg_admin_url) as fresh:
+        migrate.upgrade(fresh, "0001")
+        made_by_6f50e4d = _pg_ddl(pg_legacy_url)
+        assert len(made_by_6f50e4d) > 100 and _pg_ddl(fresh) == made_by_6f50e4d
 
 
 def test_a_failed_upgrade_leaves_the_database_as_it_was(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -178,9 +178,13 @@ class Ledger:
             sa.event.listen(self.engine, "connect", _sqlite_bulk_pragmas if bulk_writer else _sqlite_pragmas)
         try:
             # Creates an empty database at the schema's head, upgrades an old SQLite file, or
-            # stops with the command that upgrades it (checked once per URL and process).
+            # stops with the command that upgrades it (once per process for a server database).
             migrate.ensure_current(self.engine)
+        except (migrate.SchemaBehind, migrate.SchemaTooNew):
+            self.engine.dispose()
+            raise
         except sa.exc.SQLAlchemyError as exc:
+            self.engine.dispose()
             cause = exc.orig or exc
             detail = (str(cause).strip().splitlines() or [""])[0][:200]
             # A configuration problem (exit 2, names the key), with the driver's reason: "refused",
