@@ -247,6 +247,7 @@ def test_the_sqlite_fixture_upgrades_itself_when_opened(tmp_path: Path) -> None:
     assert_legacy_data_readable(url)
 
 
+@pytest.mark.postgres
 def test_a_server_ledger_behind_head_stops_with_the_command(pg_legacy_url: str) -> None:
     """PostgreSQL is not upgraded behind its operator's back: the error says what to run."""
     password_url = make_url(pg_legacy_url).set(password="s3cret-pw").render_as_string(hide_password=False)
