@@ -102,10 +102,22 @@ def legacy_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_legacy_url")
 
 
+def _unwrapped(text: str) -> str:
+    return " ".join(text.split())  # the console wraps long lines at 80 columns when not a terminal
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real ``passflow`` command in a subprocess (output with the console's line wrapping undone)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "passflow.cli", *args], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "passflow.cli", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.CompletedProcess(done.args, done.returncode, _unwrapped(done.stdout), _unwrapped(done.stderr))
+
+
+def db_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``passflow db ...`` in this process: the same commands without an interpreter start each."""
+    result = CliRunner().invoke(app, ["db", *args])
+    return subprocess.CompletedProcess(args, result.exit_code, _unwrapped(result.stdout), _unwrapped(result.stderr))
 
 
 def assert_legacy_data_readable(url: str) -> None:
@@ -274,26 +286,26 @@ def test_a_sqlite_ledger_without_auto_upgrade_stops_with_the_command(tmp_path: P
 
 def test_db_upgrade_and_current_commands(legacy_url: str) -> None:
     before = table_counts(legacy_url)
-    current = cli("db", "current", "--ledger", legacy_url)
+    current = db_cli("current", "--ledger", legacy_url)
     assert current.returncode == 0, current.stderr
     assert "made before migrations" in current.stdout and "behind: passflow db upgrade" in current.stdout
-    upgraded = cli("db", "upgrade", "--ledger", legacy_url)
+    upgraded = db_cli("upgrade", "--ledger", legacy_url)
     assert upgraded.returncode == 0, upgraded.stderr
     assert f"→ revision {migrate.head()} (head)" in upgraded.stdout
-    again = cli("db", "upgrade", "--ledger", legacy_url)
+    again = db_cli("upgrade", "--ledger", legacy_url)
     assert again.returncode == 0 and "nothing to do" in again.stdout
-    check = cli("db", "check", "--ledger", legacy_url)
+    check = db_cli("check", "--ledger", legacy_url)
     assert check.returncode == 0 and "matches passflow's schema" in check.stdout, check.stdout + check.stderr
     assert table_counts(legacy_url) == before
     assert_legacy_data_readable(legacy_url)
 
 
-def test_db_commands_refuse_bad_input(tmp_path: Path) -> None:
-    both = cli("db", "upgrade", str(ROOT / "data/campaigns/skycore-coupon.toml"), "--ledger", "sqlite:///x.db")
+def test_db_commands_refuse_bad_input() -> None:
+    both = db_cli("upgrade", str(ROOT / "data/campaigns/skycore-coupon.toml"), "--ledger", "sqlite:///x.db")
     assert both.returncode == 2 and "not both" in both.stderr
-    bad = cli("db", "current", "--ledger", "no-such-scheme//x")
+    bad = cli("db", "current", "--ledger", "no-such-scheme//x")  # the real entry point
     assert bad.returncode == 2 and "not a valid database URL" in bad.stderr
-    down = cli("db", "upgrade", "--ledger", "postgresql+psycopg://u:pw-123@127.0.0.1:1/x")
+    down = db_cli("upgrade", "--ledger", "postgresql+psycopg://u:pw-123@127.0.0.1:1/x")
     assert down.returncode == 2 and "cannot use the ledger" in down.stderr and "pw-123" not in down.stderr
 
 
