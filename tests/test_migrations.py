@@ -151,6 +151,15 @@ def test_an_empty_database_is_created_at_head(db_url: str) -> None:
     assert migrate.check(db_url) == []  # schema.py and the migrations describe the same tables
 
 
+def test_an_in_memory_ledger_gets_its_tables() -> None:
+    ledger = Ledger("sqlite://")
+    ledger.start_run("r1", "c", "issue-passes")
+    with ledger.engine.connect() as conn:
+        assert migrate.read_state(conn).revision == migrate.head()
+        assert conn.exec_driver_sql("select count(*) from passflow_runs").scalar_one() == 1
+    ledger.close()
+
+
 def test_schema_and_migrations_do_not_drift(db_url: str) -> None:
     """Autogenerate finds nothing between passflow.store.schema and a database the migrations made:
     a column added to schema.py without a revision (or the reverse) fails here."""

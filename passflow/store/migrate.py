@@ -155,9 +155,22 @@ def ensure_current(engine: Engine, *, auto_upgrade: bool | None = None) -> None:
                 "of ***, or give the campaign file instead of --ledger)",
                 key="ledger.url",
             )
+        if _in_memory(engine.url):
+            _upgrade_in_memory(engine)
+            return  # each in-memory database is new: nothing to remember
         upgrade(engine.url)
     if not is_embedded(engine.url):
         _AT_HEAD.add(key)
+
+
+def _in_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _upgrade_in_memory(engine: Engine) -> None:
+    """An in-memory SQLite database lives in its engine's connection: migrate through that one."""
+    with engine.begin() as conn:
+        _run_upgrade(conn, "head")
 
 
 @contextmanager
@@ -197,12 +210,16 @@ def upgrade(url: str | URL, revision: str = "head") -> tuple[SchemaState, Schema
     with _migration_connection(url) as conn:
         before = read_state(conn)
         _refuse_if_newer(before, url)
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+        _run_upgrade(conn, revision)
         after = read_state(conn)
     return before, after
+
+
+def _run_upgrade(conn: sa.Connection, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn  # env.py runs the revisions in this transaction
+    command.upgrade(config, revision)
 
 
 def current(url: str | URL) -> SchemaState:
