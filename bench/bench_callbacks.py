@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from passflow.callbacks.auth import signed_headers  # noqa: E402
 from passflow.callbacks.server import start_callbacks_thread  # noqa: E402
 from passflow.config import load_campaign  # noqa: E402
-from passflow.ledger import Ledger  # noqa: E402
+from passflow.store.ledger import Ledger  # noqa: E402
 
 SECRET = "bench-callback-secret"
 CAMPAIGN = """

@@ -112,7 +112,7 @@ async def wait_final(client: Any, flow_run_id: Any, timeout: float) -> str:
 
 def check_exactly_once(campaign_path: Path, sandbox: Any, customers: int) -> dict[str, int]:
     from passflow.config import load_campaign
-    from passflow.ledger import Ledger
+    from passflow.store.ledger import Ledger
 
     camp = load_campaign(campaign_path)
     ledger = Ledger(camp.ledger.url)

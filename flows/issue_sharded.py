@@ -24,8 +24,8 @@ from prefect.deployments import arun_deployment
 from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.config import load_campaign
-from passflow.ledger import Ledger
 from passflow.run import IssueRun, run_sequence
+from passflow.store.ledger import Ledger
 
 
 class ShardRequest(BaseModel):

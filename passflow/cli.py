@@ -512,6 +512,113 @@ def funnel(campaign: Annotated[Path, typer.Argument(help="Campaign TOML file")])
     console.print(table)
 
 
+# --- passflow db: the ledger database's schema (Alembic revisions, passflow.store.migrate) ----------
+db_app = typer.Typer(
+    help="The ledger database's schema: upgrade it, show its revision, compare it with the code.",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+
+_DbCampaign = Annotated[Path | None, typer.Argument(help="Campaign TOML file whose [ledger] url to use")]
+_DbLedger = Annotated[str | None, typer.Option("--ledger", help="Ledger database URL (instead of a campaign file)")]
+
+
+def _db_url(campaign: Path | None, ledger: str | None) -> Any:
+    """The ledger URL of a campaign file or ``--ledger`` (else $PASSFLOW_LEDGER_URL), parsed."""
+    from sqlalchemy.engine import make_url
+
+    from passflow.config import LEDGER_URL_ENV, load_campaign
+
+    if campaign is not None and ledger is not None:
+        raise ConfigError("give a campaign file or --ledger URL, not both", key="--ledger")
+    if campaign is not None:
+        ledger = load_campaign(campaign).ledger.url  # resolved, PASSFLOW_LEDGER_URL applied
+    ledger = ledger or os.environ.get(LEDGER_URL_ENV)
+    if not ledger:
+        raise ConfigError(
+            f"which ledger? give a campaign file (passflow db upgrade data/campaigns/x.toml) or "
+            f"--ledger URL (or set {LEDGER_URL_ENV})",
+            key="--ledger",
+        )
+    try:
+        return make_url(ledger)
+    except Exception:  # noqa: BLE001 - SQLAlchemy's ArgumentError/ValueError: a bad URL, said plainly
+        raise ConfigError("not a valid database URL (e.g. sqlite:///state/ledger.db, "
+                          "postgresql+psycopg://user@host/db)", key="--ledger") from None  # fmt: skip
+
+
+def _db_call(url: Any, fn: Any) -> Any:
+    """Run ``fn(url)``; a database that cannot be reached is a configuration error (password hidden)."""
+    import sqlalchemy as sa
+
+    safe = url.render_as_string(hide_password=True)
+    try:
+        return fn(url)
+    except sa.exc.SQLAlchemyError as exc:
+        cause = exc.orig or exc
+        detail = (str(cause).strip().splitlines() or [""])[0][:200]
+        if url.password:
+            detail = detail.replace(str(url.password), "***")
+        raise ConfigError(f"cannot use the ledger at {safe}: {type(cause).__name__}: {detail}", key="--ledger") from None
+
+
+@db_app.command("upgrade")
+def db_upgrade(campaign: _DbCampaign = None, ledger: _DbLedger = None) -> None:
+    """Upgrade a ledger database to this passflow's schema (creates an empty one; safe to rerun)."""
+    from passflow.store import migrate
+
+    try:
+        url = _db_url(campaign, ledger)
+        before, after = _db_call(url, migrate.upgrade)
+    except PassflowError as exc:
+        _fail(exc)
+    safe = url.render_as_string(hide_password=True)
+    if before == after:
+        console.print(f"{safe}: already at {after.describe()} (head); nothing to do", highlight=False, markup=False, soft_wrap=True)
+    else:
+        console.print(f"{safe}: {before.describe()} → {after.describe()} (head)", highlight=False, markup=False, soft_wrap=True)
+
+
+@db_app.command("current")
+def db_current(campaign: _DbCampaign = None, ledger: _DbLedger = None) -> None:
+    """Show a ledger database's schema revision and this passflow's (head)."""
+    from passflow.store import migrate
+
+    try:
+        url = _db_url(campaign, ledger)
+        state = _db_call(url, migrate.current)
+    except PassflowError as exc:
+        _fail(exc)
+    safe = url.render_as_string(hide_password=True)
+    head = migrate.head()
+    if state.revision == head:
+        verdict = "at head"
+    elif state.revision is not None and not migrate.known(state.revision):
+        verdict = "newer than this passflow: use the passflow that upgraded it"
+    else:
+        verdict = f"behind: passflow db upgrade --ledger '{safe}'" if not state.empty else "empty: created when first opened"
+    console.print(f"{safe}: {state.describe()}; this passflow's head: {head} — {verdict}", highlight=False, markup=False, soft_wrap=True)
+
+
+@db_app.command("check")
+def db_check(campaign: _DbCampaign = None, ledger: _DbLedger = None) -> None:
+    """Compare a ledger database with the schema this passflow declares (exit 1 when they differ)."""
+    from passflow.store import migrate
+
+    try:
+        url = _db_url(campaign, ledger)
+        diffs = _db_call(url, migrate.check)
+    except PassflowError as exc:
+        _fail(exc)
+    safe = url.render_as_string(hide_password=True)
+    if not diffs:
+        console.print(f"{safe}: matches passflow's schema", highlight=False, markup=False, soft_wrap=True)
+        return
+    for diff in diffs:
+        console.print(f"{safe}: differs: {diff}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
 @app.command("demo-db")
 def demo_db(
     path: Annotated[Path, typer.Option(help="SQLite file to create")] = Path("data/crm.db"),

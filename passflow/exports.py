@@ -730,7 +730,7 @@ def with_install_status(rows: pd.DataFrame, status: pd.DataFrame, provider: str)
     """``rows`` plus the install-status attributes of each customer (empty cells where no callback came).
 
     ``status``: ``customer_id``, ``status``, ``installed_at``, ``uninstalled_at`` (tz-aware), as
-    :meth:`passflow.callbacks.store.CallbackStore.install_status` returns it. Times are ISO 8601 UTC,
+    :meth:`passflow.store.events.CallbackStore.install_status` returns it. Times are ISO 8601 UTC,
     like ``<provider>_pass_gendate``.
     """
     def iso(col: str) -> pd.Series:

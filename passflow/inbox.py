@@ -38,9 +38,10 @@ import sqlalchemy as sa
 
 from passflow.config import Campaign, load_campaign
 from passflow.errors import ConfigError, PassflowError
-from passflow.ledger import Ledger, create_tables
 from passflow.report import summary_markdown
 from passflow.secrets import redact
+from passflow.store.ledger import Ledger
+from passflow.store.schema import inbox_files
 
 log = logging.getLogger("passflow.inbox")
 
@@ -48,22 +49,6 @@ SEPARATOR = "--"
 READY_SUFFIX = ".ready"
 STATE_FILE = ".passflow-inbox-state.json"  # sizes and times seen at the previous poll
 PROCESSED, REJECTED, WORKING = "processed", "rejected", ".working"
-
-# Content hashes of files taken from the inbox, in the campaign's ledger database.
-inbox_metadata = sa.MetaData()
-inbox_files = sa.Table(
-    "passflow_inbox_files",
-    inbox_metadata,
-    sa.Column("campaign", sa.String(100), primary_key=True),
-    sa.Column("sha256", sa.String(64), primary_key=True),
-    sa.Column("file_name", sa.Text, nullable=False),
-    # processed (done: a re-drop is a duplicate), partial (some rows failed at the vendor: a re-drop
-    # retries them), failed (nothing done: a re-drop runs again)
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("report", sa.Text),
-)
 
 # (campaign file, CSV file) -> the run's summary dict; raises on a failed run.
 IssueFn = Callable[[Path, Path], Mapping[str, Any]]
@@ -224,9 +209,7 @@ class Inbox:
 
 
 def _open_registry(campaign: Campaign) -> Ledger:
-    ledger = Ledger(campaign.ledger.url)
-    create_tables(ledger.engine, inbox_metadata)
-    return ledger
+    return Ledger(campaign.ledger.url)  # ``passflow_inbox_files`` (content hashes) is one of its tables
 
 
 def _registered(ledger: Ledger, campaign: str, digest: str) -> Mapping[str, Any] | None:

@@ -19,11 +19,11 @@ import sqlalchemy as sa
 from passflow.callbacks.auth import CallbackAuthError, sign, signed_headers, verify
 from passflow.callbacks.funnel import funnel_counts
 from passflow.callbacks.server import start_callbacks_thread
-from passflow.callbacks.store import CallbackStore, PassEvent, events_table, status_table
 from passflow.config import load_campaign
 from passflow.errors import ConfigError
-from passflow.ledger import Ledger
 from passflow.sandbox import start_sandbox_thread
+from passflow.store.events import CallbackStore, PassEvent, events_table, status_table
+from passflow.store.ledger import Ledger
 
 SECRET = "cb-secret-for-tests-123"
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -377,7 +377,7 @@ def test_uninstall_postback_voids_the_pass_end_to_end(tmp_path: Path, monkeypatc
 
 
 def test_pass_lookup_index_follows_the_ledger(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import passflow.callbacks.store as store_mod
+    import passflow.store.events as store_mod
 
     seed_ledger(db_url, "c", "skycore", ["1", "2"])
     store = CallbackStore(db_url)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from passflow.callbacks.store import CallbackStore, PassEvent
 from passflow.config import load_campaign
 from passflow.demo import write_segment_csv
 from passflow.exports import install_status_columns, with_install_status
 from passflow.run import run_issue
+from passflow.store.events import CallbackStore, PassEvent
 
 CAMPAIGN = """
 [campaign]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from passflow.callbacks.events import emit_pass_event, event_id
-from passflow.callbacks.store import PassEvent
+from passflow.store.events import PassEvent
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

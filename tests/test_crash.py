@@ -22,10 +22,10 @@ import pytest
 from test_issue_passmachine import assert_exactly_once, make, read_export
 
 from passflow.config import load_campaign
-from passflow.ledger import Ledger
 from passflow.run import run_issue
 from passflow.sandbox.runner import SandboxHandle
 from passflow.shutdown import CRASH_ENV
+from passflow.store.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, CHUNK = 160, 40  # 4 chunks → 4 batches → 2 exports × 4 writes

@@ -18,10 +18,10 @@ import pytest
 from test_issue_passmachine import assert_exactly_once, make, read_export
 
 from passflow.config import load_campaign
-from passflow.ledger import CampaignLocked
 from passflow.run import run_issue
 from passflow.sandbox.runner import SandboxHandle, start_sandbox_thread
 from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN
+from passflow.store.ledger import CampaignLocked
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = """

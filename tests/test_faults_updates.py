@@ -23,12 +23,12 @@ from test_update_skycore import campaign_text as skycore_campaign_text
 from passflow.config import Campaign, load_campaign
 from passflow.demo import write_segment_csv
 from passflow.errors import PassflowError, VendorError
-from passflow.ledger import Ledger
 from passflow.run import run_issue
 from passflow.sandbox.runner import SandboxHandle
 from passflow.sandbox.state import DEMO_SECRET_TOKEN, DEMO_SKYCORE_API_KEY
+from passflow.store.ledger import Ledger
+from passflow.store.updates import UpdateStore
 from passflow.updates import UpdateRequest, run_update
-from passflow.updates.store import UpdateStore
 
 ROWS = 30
 ENDPOINT = {"passmachine": "update", "skycore": "skycore_update"}

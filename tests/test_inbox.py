@@ -156,7 +156,7 @@ def test_duplicate_drop_issues_nothing_new(tmp_path: Path, db_url: str) -> None:
 
 
 def _open_ledger_at(url: str, start_at: float) -> str:
-    from passflow.ledger import Ledger
+    from passflow.store.ledger import Ledger
 
     time.sleep(max(0.0, start_at - time.time()))
     Ledger(url).close()

@@ -19,10 +19,10 @@ import pytest
 from passflow.config import load_campaign
 from passflow.demo import write_segment_csv
 from passflow.errors import VendorError
-from passflow.ledger import Ledger
 from passflow.run import run_issue
 from passflow.sandbox.runner import SandboxHandle, start_sandbox_process
 from passflow.sandbox.state import DEMO_PUBLIC_TOKEN, DEMO_SECRET_TOKEN
+from passflow.store.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,9 @@ import pytest
 from passflow.config import load_campaign
 from passflow.demo import build_crm_db, write_segment_csv
 from passflow.errors import ConfigError, RejectRateExceeded
-from passflow.ledger import Ledger
 from passflow.providers.skycore.links import LinkRecipe, parse_link, verify_link
 from passflow.run import IssueRun, run_issue
+from passflow.store.ledger import Ledger
 
 CAMPAIGN = """
 [campaign]

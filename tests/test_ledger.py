@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from passflow.ledger import CampaignLocked, Ledger
+from passflow.store.ledger import CampaignLocked, Ledger
 
 
 def outcome(ids: list[str], status: str = "issued", fp: str = "f") -> pd.DataFrame:
@@ -98,7 +98,7 @@ def test_a_run_that_loses_the_lock_race_is_told_who_holds_it(
 def test_lock_of_a_dead_process_is_taken_over(db_url: str) -> None:
     led = Ledger(db_url)
     code = (
-        "import sys; from passflow.ledger import Ledger; Ledger(sys.argv[1]).acquire_lock('c', 'crashed-run')"
+        "import sys; from passflow.store.ledger import Ledger; Ledger(sys.argv[1]).acquire_lock('c', 'crashed-run')"
     )
     subprocess.run([sys.executable, "-c", code, db_url], check=True, env=os.environ.copy())
     led.acquire_lock("c", "next-run")  # the holder's pid is gone: not a live run
@@ -115,7 +115,7 @@ def test_unreachable_database_is_a_clear_error() -> None:
 
 def test_big_batches_upsert_like_small_ones(db_url: str) -> None:
     # On PostgreSQL a batch of PG_COPY_MIN_ROWS or more goes through COPY + one upsert: same result.
-    from passflow.ledger import PG_COPY_MIN_ROWS
+    from passflow.store.ledger import PG_COPY_MIN_ROWS
 
     led = Ledger(db_url)
     ids = [f"id{i:05d}" for i in range(PG_COPY_MIN_ROWS + 500)]
@@ -188,11 +188,9 @@ def test_sqlite_batch_is_bound_without_the_ledger_write_lock(tmp_path: Path) -> 
 
 _CREATOR = """
 import sys
-from passflow.ledger import Ledger
-from passflow.updates.store import UpdateStore
-from passflow.callbacks.store import CallbackStore
-from passflow.inbox import inbox_metadata
-from passflow.ledger import create_tables
+from passflow.store.ledger import Ledger
+from passflow.store.updates import UpdateStore
+from passflow.store.events import CallbackStore
 barrier_file = sys.argv[2]
 import os, time
 while not os.path.exists(barrier_file):  # start together: the race is the point
@@ -200,7 +198,6 @@ while not os.path.exists(barrier_file):  # start together: the race is the point
 ledger = Ledger(sys.argv[1])
 UpdateStore(ledger)
 CallbackStore(sys.argv[1])
-create_tables(ledger.engine, inbox_metadata)
 print("ok")
 """
 

@@ -18,11 +18,11 @@ import pytest
 
 from passflow.config import load_campaign
 from passflow.errors import ConfigError
-from passflow.ledger import CampaignLocked, Ledger, lock_key
 from passflow.run import run_issue
 from passflow.run.shards import check_shard, in_shard, shard_campaign, shard_of
 from passflow.sandbox.runner import SandboxHandle
 from passflow.sandbox.state import max_in_window
+from passflow.store.ledger import CampaignLocked, Ledger, lock_key
 from tests.test_issue_passmachine import ROOT, assert_exactly_once, make, read_export
 
 

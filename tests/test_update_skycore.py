@@ -181,10 +181,11 @@ def test_batch_diff_updates_only_changed_customers(setup, sandbox: SandboxHandle
 def test_callbacks_table_is_an_events_source(setup, sandbox: SandboxHandle, db_url: str) -> None:
     """The callbacks engineer writes passflow_pass_events; "uninstalled → void" runs from it directly."""
     campaign = setup(ledger=db_url, extra='[updates.events]\ntable = "passflow_pass_events"\n')
-    from passflow.callbacks.store import events_table  # the callbacks engineer's table, as written there
+    from passflow.store.events import events_table  # the callbacks engineer's table, as written there
+    from passflow.store.ledger import Ledger
 
+    Ledger(db_url).close()  # opening a ledger creates every passflow table (passflow.store.schema)
     engine = sa.create_engine(db_url)
-    events_table.metadata.create_all(engine, tables=[events_table])
     now = datetime.now(UTC)
     rows = [
         {"provider": "skycore", "campaign": "sky-upd", "customer_id": "C4", "pass_id": "PC4", "event": "uninstalled",

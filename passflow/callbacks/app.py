@@ -23,14 +23,14 @@ from starlette.requests import ClientDisconnect
 
 from passflow.callbacks.auth import CallbackAuthError, verify
 from passflow.callbacks.events import Emitter, emit_pass_event
-from passflow.callbacks.store import CallbackStore, PassEvent
 from passflow.config import Campaign
 from passflow.errors import ConfigError
-from passflow.ledger import utcnow
 from passflow.providers import provider_of
 from passflow.providers.callbacks import MAX_BODY_BYTES, CallbackPayloadError, ParsedCallback
 from passflow.providers.spec import CallbackSupport
 from passflow.secrets import resolve_secret
+from passflow.store.events import CallbackStore, PassEvent
+from passflow.store.ledger import utcnow
 
 log = logging.getLogger("passflow.callbacks")
 

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from passflow.callbacks.store import PassEvent
+from passflow.store.events import PassEvent
 
 log = logging.getLogger(__name__)
 EVENT_PREFIX = "passflow.pass."

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from passflow.callbacks.store import CallbackStore, status_table
-from passflow.ledger import ledger_table
+from passflow.store.events import CallbackStore, status_table
+from passflow.store.ledger import ledger_table
 
 FUNNEL_KEYS = ("issued", "generated", "failed", "installed", "uninstalled", "installed_now")
 

@@ -653,7 +653,7 @@ class IssueRun:
     def _add_install_status(self, rows: pd.DataFrame) -> pd.DataFrame:
         if not self.campaign.callbacks or rows.empty or self.journal is None:
             return rows
-        from passflow.callbacks.store import read_install_status
+        from passflow.store.events import read_install_status
 
         status = read_install_status(self.journal.ledger.engine, self.campaign.name, rows["customer_id"])
         return with_install_status(rows, status, self.campaign.provider)

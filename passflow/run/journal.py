@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from passflow.ledger import Ledger, lock_key
+from passflow.store.ledger import Ledger, lock_key
 
 
 @dataclass(frozen=True)

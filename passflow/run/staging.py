@@ -52,10 +52,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from passflow import tuning
-from passflow.ledger import Ledger
 from passflow.providers.base import DeliveryContext, StagesInWorkers
 from passflow.run.journal import RunLock
 from passflow.seen import SeenKeys, hash_keys
+from passflow.store.ledger import Ledger
 from passflow.validate import ROW, FieldRules, Rejects, reject_duplicate_ids, validate_chunk
 
 log = logging.getLogger("passflow")

@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.config import Campaign, load_campaign
 from passflow.errors import VendorError
-from passflow.ledger import CampaignLocked, Ledger
 from passflow.providers import update_support
 from passflow.providers.sender import Sender
+from passflow.store.ledger import CampaignLocked, Ledger
+from passflow.store.updates import UpdateStore
 from passflow.updates.actions import ActionRenderer, check_update_config, diff_action, update_settings
-from passflow.updates.store import UpdateStore
 from passflow.updates.targets import customer_targets, diff_targets, event_targets, read_events
 
 log = logging.getLogger("passflow.updates")

@@ -28,12 +28,12 @@ import sqlalchemy as sa
 
 from passflow.config import Campaign
 from passflow.errors import ConfigError, SourceError
-from passflow.ledger import Ledger, ledger_table, runs_table
 from passflow.providers import make_issuer, update_support
 from passflow.providers.base import fingerprint
 from passflow.sources import read_csv_chunks, read_sql_chunks
+from passflow.store.ledger import Ledger, ledger_table, runs_table
+from passflow.store.updates import UpdateStore
 from passflow.updates.actions import update_settings
-from passflow.updates.store import UpdateStore
 from passflow.validate import FieldRules, Rejects, SeenKeys, check_columns, validate_chunk
 
 CALLBACKS_TABLE = "passflow_pass_events"

@@ -1,8 +1,8 @@
 """Where vendor callbacks land: ``passflow_pass_events`` (one row per callback, idempotent) and
 ``passflow_install_status`` (one row per customer, never regressed by a late callback).
 
-Both tables live in the campaign's ledger database next to ``passflow_ledger``; they are separate
-tables so existing ledger files need no migration. ``passflow_pass_events`` is an interface: the
+Both tables live in the campaign's ledger database next to ``passflow_ledger`` (defined in
+:mod:`passflow.store.schema`). ``passflow_pass_events`` is an interface: the
 update path's events source reads it (``event = 'uninstalled'`` → void), so its columns are fixed.
 
 One callback is one transaction: the event insert (``ON CONFLICT DO NOTHING`` on
@@ -24,7 +24,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from passflow.ledger import Ledger, create_tables, ledger_table, utcnow
+from passflow.store.ledger import Ledger, utcnow
+from passflow.store.schema import events_table, ledger_table, pass_index_table, status_table
 
 EVENTS = ("generated", "failed", "installed", "uninstalled", "added", "removed")
 #: What each event says about the pass in the customer's wallet.
@@ -39,49 +40,6 @@ STATUS_OF_EVENT = {
 #: Tie-break for two events with the same time: the later stage of a pass's life wins.
 STATUS_RANK = {"generated": 1, "failed": 2, "installed": 3, "uninstalled": 4}
 
-cb_metadata = sa.MetaData()
-
-events_table = sa.Table(
-    "passflow_pass_events",
-    cb_metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("provider", sa.String(32), nullable=False),
-    sa.Column("campaign", sa.String(100), nullable=False),
-    sa.Column("customer_id", sa.String(255), nullable=False),
-    sa.Column("pass_id", sa.Text),
-    sa.Column("event", sa.String(16), nullable=False),
-    sa.Column("vendor_event_id", sa.String(255), nullable=False),
-    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.UniqueConstraint("provider", "vendor_event_id", name="uq_passflow_pass_events_vendor_id"),
-    sa.Index("ix_passflow_pass_events_campaign_event", "campaign", "event", "occurred_at"),
-)
-
-status_table = sa.Table(
-    "passflow_install_status",
-    cb_metadata,
-    sa.Column("campaign", sa.String(100), primary_key=True),
-    sa.Column("customer_id", sa.String(255), primary_key=True),
-    sa.Column("provider", sa.String(32), nullable=False),
-    sa.Column("pass_id", sa.Text),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("status_at", sa.DateTime(timezone=True), nullable=False),  # occurred_at of the deciding event
-    sa.Column("installed_at", sa.DateTime(timezone=True)),  # latest install / add
-    sa.Column("uninstalled_at", sa.DateTime(timezone=True)),  # latest uninstall / remove
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-
-# pass id → customer, filled from the ledger on demand: the ledger itself has no pass_id index (it
-# would slow every bulk issuance write), and a scan per callback costs ~0.4 s at 300k passes.
-pass_index_table = sa.Table(
-    "passflow_pass_index",
-    cb_metadata,
-    sa.Column("campaign", sa.String(100), primary_key=True),
-    sa.Column("pass_id", sa.Text, primary_key=True),
-    sa.Column("customer_id", sa.String(255), nullable=False),
-)
 INDEX_REFRESH_S = 30.0  # at most one index refresh per campaign this often; misses in between scan
 
 
@@ -125,10 +83,9 @@ class CallbackStore:
     """The callbacks' view of one ledger database (SQLite file or PostgreSQL)."""
 
     def __init__(self, ledger_url: str) -> None:
-        self.ledger = Ledger(ledger_url)  # creates the ledger tables if this is a fresh database
+        self.ledger = Ledger(ledger_url)  # creates every passflow table if this is a fresh database
         self.engine: Engine = self.ledger.engine
         self.dialect = self.ledger.dialect
-        create_tables(self.engine, cb_metadata)
         self._refreshed: dict[str, float] = {}  # campaign -> monotonic time of the last index refresh
 
     def close(self) -> None:
@@ -283,9 +240,8 @@ class CallbackStore:
 
 
 def read_install_status(engine: Engine, campaign: str, customer_ids: Iterable[str] | None = None) -> pd.DataFrame:
-    """What :meth:`CallbackStore.install_status` returns, on any engine of the ledger database (the
-    issue run's exports use its own; the tables are created if no callback has arrived yet)."""
-    create_tables(engine, cb_metadata, [status_table])
+    """What :meth:`CallbackStore.install_status` returns, on the engine of an open :class:`Ledger`
+    (the issue run's exports use its own)."""
     cols = ["customer_id", "pass_id", "status", "status_at", "installed_at", "uninstalled_at", "updated_at"]
     base = sa.select(*(status_table.c[c] for c in cols)).where(status_table.c.campaign == campaign)
     frames = []

@@ -19,7 +19,6 @@ import json
 import os
 import socket
 import sqlite3
-import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -35,50 +34,8 @@ from sqlalchemy.engine import Engine, make_url
 
 from passflow.config import LEDGER_URL_ENV
 from passflow.errors import ConfigError, PassflowError
-
-metadata = sa.MetaData()
-
-ledger_table = sa.Table(
-    "passflow_ledger",
-    metadata,
-    sa.Column("campaign", sa.String(100), primary_key=True),
-    sa.Column("customer_id", sa.String(255), primary_key=True),
-    sa.Column("provider", sa.String(32), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("pass_id", sa.Text),
-    sa.Column("pass_link", sa.Text),
-    sa.Column("fingerprint", sa.String(64)),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("last_error", sa.Text),
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("issued_at", sa.DateTime(timezone=True)),
-    # No secondary indexes: bulk upserts of a million rows are the hot path of a link run, and
-    # every read is by (campaign, customer_id).
-)
-
-runs_table = sa.Table(
-    "passflow_runs",
-    metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("campaign", sa.String(100), nullable=False, index=True),
-    sa.Column("flow", sa.String(64), nullable=False),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("summary", sa.Text),
-)
-
-locks_table = sa.Table(
-    "passflow_locks",
-    metadata,
-    sa.Column("campaign", sa.String(100), primary_key=True),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
-)
+from passflow.store import migrate
+from passflow.store.schema import ledger_table, locks_table, runs_table
 
 LOOKUP_BATCH = 5_000  # ids per IN (...) query; well under SQLite's and PostgreSQL's parameter limits
 _RECORD_COLUMNS = [
@@ -198,35 +155,6 @@ def _text_or_none(values: pd.Series) -> np.ndarray:
     return np.where(empty, None, out) if empty.any() else out
 
 
-# Any fixed 64-bit key: the PostgreSQL advisory lock that serialises passflow's table creation.
-_DDL_LOCK_KEY = 0x70617373666C6F77  # "passflow"
-
-
-def create_tables(engine: Engine, md: sa.MetaData, tables: list[sa.Table] | None = None) -> None:
-    """``md.create_all`` that tolerates other processes creating the same tables at the same moment
-    (two runs of a campaign, an inbox import and a callback on one new database).
-
-    PostgreSQL's ``CREATE TABLE IF NOT EXISTS`` is not safe against itself: the loser of the race
-    fails on the catalog's unique index (``pg_type_typname_nsp_index``). A transaction-scoped
-    advisory lock makes the creators take turns. SQLite has no such lock, so there we look again.
-    """
-    for attempt in range(5):
-        try:
-            if engine.dialect.name == "postgresql":
-                with engine.begin() as conn:
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _DDL_LOCK_KEY})
-                    md.create_all(conn, tables=tables)
-            else:
-                md.create_all(engine, tables=tables)
-            return
-        except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:
-            text = str(exc.orig or exc)
-            racing = any(s in text for s in ("already exists", "locked", "pg_type_typname_nsp_index"))
-            if attempt == 4 or not racing:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-
-
 class CampaignLocked(PassflowError):
     """Another run of the same campaign is active."""
 
@@ -249,8 +177,14 @@ class Ledger:
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_bulk_pragmas if bulk_writer else _sqlite_pragmas)
         try:
-            create_tables(self.engine, metadata)
+            # Creates an empty database at the schema's head, upgrades an old SQLite file, or
+            # stops with the command that upgrades it (once per process for a server database).
+            migrate.ensure_current(self.engine)
+        except (migrate.SchemaBehind, migrate.SchemaTooNew):
+            self.engine.dispose()
+            raise
         except sa.exc.SQLAlchemyError as exc:
+            self.engine.dispose()
             cause = exc.orig or exc
             detail = (str(cause).strip().splitlines() or [""])[0][:200]
             # A configuration problem (exit 2, names the key), with the driver's reason: "refused",

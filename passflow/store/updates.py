@@ -1,4 +1,5 @@
-"""What the update path keeps in the ledger database, next to the ledger's own tables:
+"""What the update path keeps in the ledger database, next to the ledger's own tables (defined in
+:mod:`passflow.store.schema`):
 
 * ``passflow_update_history`` — one row per update attempt (what was sent, without secrets; result,
   vendor error code, time, run id, source). Answers "what did customer X get, and when".
@@ -19,51 +20,8 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from passflow.ledger import Ledger, create_tables
-
-metadata = sa.MetaData()
-
-history_table = sa.Table(
-    "passflow_update_history",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("campaign", sa.String(100), nullable=False),
-    sa.Column("customer_id", sa.String(255), nullable=False),
-    sa.Column("provider", sa.String(32), nullable=False),
-    sa.Column("pass_id", sa.Text),
-    sa.Column("action", sa.String(100), nullable=False),
-    sa.Column("source", sa.String(32), nullable=False),  # diff | events | customers | prefect
-    sa.Column("event_key", sa.Text),
-    sa.Column("request", sa.Text),  # JSON of what was sent (never headers or keys)
-    sa.Column("status", sa.String(16), nullable=False),  # sent | failed | skipped
-    sa.Column("error_code", sa.String(64)),
-    sa.Column("error", sa.Text),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Index("ix_passflow_update_history_customer", "campaign", "customer_id"),
-)
-
-handled_table = sa.Table(
-    "passflow_update_events",
-    metadata,
-    sa.Column("campaign", sa.String(100), primary_key=True),
-    sa.Column("event_key", sa.String(255), primary_key=True),
-    sa.Column("customer_id", sa.String(255), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-baseline_table = sa.Table(
-    "passflow_update_baseline",
-    metadata,
-    sa.Column("campaign", sa.String(100), primary_key=True),
-    sa.Column("customer_id", sa.String(255), primary_key=True),
-    sa.Column("fingerprint", sa.String(64), nullable=False),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
+from passflow.store.ledger import Ledger
+from passflow.store.schema import baseline_table, handled_table, history_table
 
 HISTORY_COLUMNS = [
     "customer_id", "pass_id", "action", "source", "event_key", "request", "status", "error_code",
@@ -73,12 +31,11 @@ _BATCH = 5_000  # keys per IN (...) query
 
 
 class UpdateStore:
-    """The update tables on a ledger's engine (created on first use)."""
+    """The update tables on a ledger's engine (opening the ledger made sure they exist)."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.engine = ledger.engine
-        create_tables(self.engine, metadata)  # other runs may create them at the same moment
 
     def _upsert(self, table: sa.Table, keys: list[str], rows: list[dict[str, Any]], update: list[str]) -> None:
         if not rows:
