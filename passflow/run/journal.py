@@ -11,7 +11,6 @@ record. So the heartbeat of a run is refreshed under one key, whoever writes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -101,7 +100,3 @@ class RunJournal:
                 self.ledger.release_lock(self.lock.key, self.lock.run_id)
         finally:
             self.ledger.close()
-
-
-def utc_time(value: Any) -> datetime:
-    return pd.Timestamp(value).to_pydatetime()
