@@ -51,6 +51,9 @@ from passflow.exports import (
     with_install_status,
     write_report_csv,
 )
+from passflow.exports.deliver import deliver_pending, mark_undelivered
+from passflow.exports.formats import get_format
+from passflow.exports.limits import fail_long_values, reject_long_values, value_limits
 from passflow.issuers import OUTCOME_COLUMNS, DeliveryContext, make_issuer
 from passflow.issuers.base import BASE_COLUMNS, Sending
 from passflow.ledger import Ledger, lock_key
@@ -103,6 +106,7 @@ class RunResult:
     reject_reasons: dict[str, int]
     timings: dict[str, float]
     export_files: list[str] = field(default_factory=list)
+    delivered_files: list[str] = field(default_factory=list)  # s3://… / sftp://… URLs ([export.deliver])
     rejects_file: str | None = None
     failures_file: str | None = None
     preview: pd.DataFrame | None = None
@@ -136,6 +140,7 @@ class RunResult:
             "limit_per_s": self.limit_per_second,
             **{k: round(v, 3) for k, v in self.timings.items()},
             "export_files": self.export_files,
+            "delivered_files": self.delivered_files,
             "rejects_file": self.rejects_file,
             "failures_file": self.failures_file,
             "preview": _preview_records(self.preview),
@@ -195,6 +200,8 @@ class IssueRun:
             default_region=campaign.validation.default_phone_region,
         )
         self.issuer = make_issuer(campaign, self.now, dry_run=dry_run)
+        # CRM limits on attribute values: a row over them is rejected before anything is issued
+        self.value_limits = value_limits(get_format(f) for f in campaign.export.formats)
         self.seen = SeenKeys()
         self._workdir = Path(tempfile.mkdtemp(prefix="passflow-run-"))
         self._schema = pa.schema(
@@ -313,6 +320,8 @@ class IssueRun:
     def _stage_here(self, chunk: pd.DataFrame, rejects: Rejects) -> tuple[int, int]:
         good = validate_chunk(chunk, self.rules, self.seen, rejects)
         prepared = self.issuer.prepare(good, rejects) if len(good) else None
+        if prepared is not None:
+            prepared = reject_long_values(prepared, self.value_limits, rejects)
         n = 0
         if prepared is not None and len(prepared):
             self._spool.write(prepared)
@@ -336,7 +345,9 @@ class IssueRun:
         if wants_pool(self.issuer, csv_path=self.campaign.source.csv, rows_read=self.counts.read):
             make = self.issuer.worker_factory()  # type: ignore[attr-defined]
             try:
-                self._pool = StagePool(WorkerSpec(make, self.rules, self._schema), pool_workers()).start()
+                self._pool = StagePool(
+                    WorkerSpec(make, self.rules, self._schema, self.value_limits), pool_workers()
+                ).start()
             except Exception as exc:  # noqa: BLE001 - e.g. no POSIX semaphores here: stage without workers
                 self._pool_failed = True
                 self.log.warning("staging without worker processes: %s: %s", type(exc).__name__, exc)
@@ -434,7 +445,7 @@ class IssueRun:
                     campaign=self.campaign.name,
                     provider=self.campaign.provider,
                     run_id=self.run_id,
-                    id_column=exp.bloomreach_id_column if kind == "bloomreach" else None,
+                    settings=exp.format_settings(kind),
                     max_rows_per_file=exp.max_rows_per_file,
                     extra_columns=self._install_status_columns(),
                     ids_unique=True,  # staging rejected every repeated customer id (run-wide)
@@ -588,6 +599,7 @@ class IssueRun:
         if batch.sending is not None:
             outcomes.append(batch.sending.result())
         result = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
+        result = fail_long_values(result, self.value_limits)  # API links: known only now, never cut
         self._record(result[OUTCOME_COLUMNS], spooled=self._spooled_outcomes(batch, result))
         stop_reason = getattr(self.issuer, "stop_reason", None)
         if stop_reason:
@@ -634,7 +646,7 @@ class IssueRun:
         fresh = fresh.assign(pass_gendate=now_iso)[export_cols]
         kept_mask = (unchanged | (changed & ~reissue)).to_numpy(dtype=bool)
         frames = [fresh]
-        if kept_mask.any():
+        if kept_mask.any() and self.campaign.export.mode == "snapshot":  # "changes": this run's only
             kept = plan.loc[kept_mask]
             kept = kept.assign(
                 pass_id=kept["prev_pass_id"].fillna(""),
@@ -690,9 +702,21 @@ class IssueRun:
         self.finish_deliveries()
         self._wait_for_ledger()  # before any export file appears: a failed write must leave none
         files: list[str] = []
+        deliver = self.campaign.export.deliver
         for exp in self.exports:
-            files.extend(str(p) for p in exp.commit())
+            files.extend(str(p) for p in exp.commit(before_rename=mark_undelivered if deliver else None))
             crash_point("commit")
+        delivered = (
+            deliver_pending(
+                Path(self.campaign.export.directory),
+                export_file_prefix(self.campaign.name),
+                deliver,
+                file=str(self.campaign.path),
+                first=[Path(f) for f in files],
+            )
+            if deliver is not None
+            else []
+        )
         failures_file = None
         if self._failure_frames:
             path = self._report_path("failed")
@@ -700,6 +724,7 @@ class IssueRun:
             failures_file = str(path)
         self.timings["total_s"] = time.perf_counter() - self._started
         result = self._result(files, failures_file)
+        result.delivered_files = delivered
         if self.ledger is not None and not self.dry_run:
             self.ledger.finish_run(self.run_id, "completed", result.summary())
         self.close()

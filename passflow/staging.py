@@ -54,6 +54,7 @@ import pyarrow.ipc as ipc
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from passflow.exports.limits import ValueLimits, reject_long_values
 from passflow.issuers.base import DeliveryContext
 from passflow.ledger import Ledger
 from passflow.seen import SeenKeys, hash_keys
@@ -224,6 +225,7 @@ class WorkerSpec:
     make_issuer: Callable[[], Any]
     rules: FieldRules
     spool_schema: pa.Schema
+    value_limits: ValueLimits = ValueLimits({})  # CRM limits on exported values (passflow.exports.limits)
 
 
 @dataclass
@@ -285,6 +287,8 @@ def _stage(chunk: pd.DataFrame, segment: Path) -> StagedChunk:
     rejects = Rejects()
     good = validate_chunk(chunk, _worker.spec.rules, None, rejects)
     prepared = issuer.prepare_rows(good, rejects) if len(good) else None
+    if prepared is not None:
+        prepared = reject_long_values(prepared, _worker.spec.value_limits, rejects)
     staged = StagedChunk(
         rejects=rejects,
         valid=good[[ROW, "customer_id"]],

@@ -458,8 +458,9 @@ class AttributeExport:
         self._pending = self._io.submit(_write_slices, slices)
         self.rows_written += n
 
-    def commit(self) -> list[Path]:
-        """Flush, fsync and atomically rename every part to its final name; return the final paths."""
+    def commit(self, before_rename: Callable[[list[Path]], None] | None = None) -> list[Path]:
+        """Flush, fsync and atomically rename every part to its final name; return the final paths.
+        ``before_rename(final_paths)`` runs just before the renames (delivery marks the files there)."""
         self._require_open()
         renamed: list[Path] = []
         try:
@@ -478,6 +479,8 @@ class AttributeExport:
             clashes = [p for p in finals if p.exists()]
             if clashes:
                 raise PassflowError(f"refusing to overwrite existing export file(s) {clashes}")
+            if before_rename is not None:
+                before_rename(finals)
             for part, final in zip(self._parts, finals, strict=True):
                 os.replace(part.tmp, final)
                 renamed.append(final)
