@@ -201,7 +201,9 @@ class IssueRun:
         )
         self.issuer = make_issuer(campaign, self.now, dry_run=dry_run)
         # CRM limits on attribute values: a row over them is rejected before anything is issued
-        self.value_limits = value_limits(get_format(f) for f in campaign.export.formats)
+        self.value_limits = value_limits(
+            (get_format(f), campaign.export.format_settings(f)) for f in campaign.export.formats
+        )
         self.seen = SeenKeys()
         self._workdir = Path(tempfile.mkdtemp(prefix="passflow-run-"))
         self._schema = pa.schema(

@@ -55,9 +55,11 @@ class FormatSettings(BaseModel):
     id_column: str | None = Field(None, description="Header of the customer id column (default: the CRM's)")
     max_rows_per_file: int | None = Field(None, ge=1, description="Split files above this many rows")
     max_bytes_per_file: int | None = Field(None, ge=1024, description="Split files above this many bytes")
+    max_value_chars: int | None = Field(None, ge=1, description="Reject rows with a longer attribute value")
 
 
 class MoEngageSettings(FormatSettings):
+    max_value_chars: int | None = Field(None, ge=1, le=512)
     file_naming: Literal["default", "s3_import"] = Field(
         "default", description="s3_import: names start registered_user_data_ (MoEngage S3/SFTP imports)"
     )
@@ -70,6 +72,7 @@ class BloomreachSettings(FormatSettings):
 
 class BrazeSettings(FormatSettings):
     max_bytes_per_file: int | None = Field(None, ge=1024, le=500_000_000)
+    max_value_chars: int | None = Field(None, ge=1, le=255)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,9 @@ class ExportFormat:
 
     def bytes_limit(self, settings: FormatSettings | None) -> int | None:
         return _smallest(self.max_bytes_per_file, settings and settings.max_bytes_per_file)
+
+    def value_chars_limit(self, settings: FormatSettings | None) -> int | None:
+        return _smallest(self.max_value_chars, settings and settings.max_value_chars)
 
 
 def _smallest(*limits: int | None) -> int | None:

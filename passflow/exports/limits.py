@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from passflow.exports.formats import ExportFormat
+from passflow.exports.formats import ExportFormat, FormatSettings
 from passflow.validate import Rejects
 
 __all__ = ["REJECT_CODE", "ValueLimits", "fail_long_values", "reject_long_values", "value_limits"]
@@ -40,15 +40,17 @@ class ValueLimits:
         return bool(self.max_chars)
 
 
-def value_limits(formats: Iterable[ExportFormat]) -> ValueLimits:
-    """The value-length rules of a campaign's export formats (the strictest per column wins)."""
+def value_limits(formats: Iterable[tuple[ExportFormat, FormatSettings | None]]) -> ValueLimits:
+    """The value-length rules of a campaign's export formats and their ``[export.<format>]``
+    sections (the strictest per column wins)."""
     rules: dict[str, tuple[int, str]] = {}
-    for fmt in formats:
-        if fmt.max_value_chars is None:
+    for fmt, settings in formats:
+        limit = fmt.value_chars_limit(settings)
+        if limit is None:
             continue
         for column in (*_VALUE_COLUMNS, *fmt.pass_through):
-            if column not in rules or fmt.max_value_chars < rules[column][0]:
-                rules[column] = (fmt.max_value_chars, fmt.title)
+            if column not in rules or limit < rules[column][0]:
+                rules[column] = (limit, fmt.title)
     return ValueLimits(rules)
 
 
@@ -66,8 +68,10 @@ def _too_long(frame: pd.DataFrame, limits: ValueLimits) -> tuple[np.ndarray, pd.
         if not new.any():
             continue
         text = pd.Series(
-            f"{column} is " + pd.Series(lengths[new]).astype(str) + f" characters; {title} accepts at most "
-            f"{limit} per attribute value (a cut value would be wrong, so it is not exported)",
+            (
+                f"{column} is " + pd.Series(lengths[new]).astype(str) + f" characters; {title} accepts at most "
+                f"{limit} per attribute value (a cut value would be wrong, so it is not exported)"
+            ).to_numpy(),
             index=frame.index[new],
         )
         reasons = text if reasons is None else pd.concat([reasons, text])
