@@ -33,7 +33,10 @@ from passflow.secrets import SecretRef
 PASS_TYPES = ("coupon", "giftcard", "loyaltycard", "eventticket", "boardingpass", "membership", "generic")
 LEDGER_URL_ENV = "PASSFLOW_LEDGER_URL"
 # Keys whose values are never echoed in errors: secrets, and URLs (they may carry a password).
-SECRET_FIELDS = {"salt", "public_token", "secret_token", "api_key", "sql_url", "url", "secret"}
+SECRET_FIELDS = {
+    "salt", "public_token", "secret_token", "api_key", "sql_url", "url", "secret",
+    "password", "private_key", "access_key_id", "secret_access_key", "endpoint_url",
+}
 
 
 class _Model(BaseModel):
