@@ -316,3 +316,30 @@ def test_changes_mode_exports_only_this_runs_customers(tmp_path: Path) -> None:
     snap = campaign_file(tmp_path / "snap", 'formats = ["moengage"]')
     run_issue(load_campaign(snap))
     assert len(read_csv(run_issue(load_campaign(snap)).export_files[0])) == 40
+
+
+# --- through the CLI -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_braze_export_through_the_cli(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from passflow.cli import app
+
+    path = campaign_file(tmp_path, 'formats = ["braze"]', long_rows={5: 200})
+    res = CliRunner().invoke(app, ["issue", str(path)])
+    assert res.exit_code == 0, res.output
+    (export,) = (tmp_path / "exports").glob("*-braze-*.csv")
+    rows = read_csv(export)
+    assert list(rows[0]) == ["external_id", "skycore_pass_id", "skycore_pass_link", "skycore_pass_gendate"]
+    assert len(rows) == 39 and "C000005" not in {r["external_id"] for r in rows}  # its link is over 255
+    assert all(len(r["skycore_pass_link"]) <= 255 and verify_link(r["skycore_pass_link"]) for r in rows)
+    (rejects,) = (tmp_path / "exports").glob("*-rejects-*.csv")
+    assert "Braze accepts at most 255" in rejects.read_text(encoding="utf-8")
+    # an unknown format stops before Prefect starts, naming the file, the key and the known formats
+    bad = campaign_file(tmp_path / "bad", 'formats = ["brze"]')
+    res = CliRunner().invoke(app, ["issue", str(bad)])
+    assert res.exit_code == 2
+    assert "[export.formats]" in res.output and "known formats: bloomreach, braze, moengage" in res.output
