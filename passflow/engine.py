@@ -716,7 +716,7 @@ class IssueRun:
                 file=str(self.campaign.path),
                 first=[Path(f) for f in files],
             )
-            if deliver is not None
+            if deliver is not None and not self.dry_run
             else []
         )
         failures_file = None

@@ -267,3 +267,14 @@ def test_deliver_settings_are_checked_before_anything_runs(tmp_path: Path, deliv
     with pytest.raises(ConfigError, match=message) as err:
         load_campaign(make_campaign(tmp_path, deliver))
     assert "hunter22" not in str(err.value)
+
+
+def test_dry_run_delivers_nothing(tmp_path: Path, s3_server: S3Server, creds: None) -> None:
+    bucket = f"b-{uuid.uuid4().hex[:10]}"
+    path = make_campaign(tmp_path, s3_deliver(s3_server, bucket))
+    with pytest.raises(DeliveryError):
+        run_issue(load_campaign(path))  # no bucket yet: two files stay undelivered
+    s3_server.client.create_bucket(Bucket=bucket)
+    result = run_issue(load_campaign(path), dry_run=True)
+    assert result.delivered_files == [] and s3_server.objects(bucket) == {}
+    assert len(undelivered(tmp_path / "exports")) == 2

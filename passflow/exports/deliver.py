@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from fsspec.callbacks import Callback
+
 from passflow.errors import PassflowError
 from passflow.secrets import redact, resolve_secret
 from passflow.shutdown import crash_point
@@ -67,17 +69,11 @@ def undelivered(directory: Path, prefix: str = "") -> list[Path]:
     return [p for _, _, p in sorted(out)]
 
 
-class _Progress:
-    """fsspec callback: a test hook (``PASSFLOW_CRASH_AT=deliver_upload:n``) between upload blocks."""
+class _UploadProgress(Callback):  # type: ignore[misc]
+    """Called between upload blocks: the crash test hook (``PASSFLOW_CRASH_AT=deliver_upload:n``)."""
 
-    def __init__(self) -> None:
-        from fsspec.callbacks import Callback
-
-        class _Hook(Callback):  # type: ignore[misc]
-            def call(self, *args: Any, **kwargs: Any) -> None:
-                crash_point("deliver_upload")
-
-        self.callback = _Hook()
+    def call(self, *args: Any, **kwargs: Any) -> None:
+        crash_point("deliver_upload")
 
 
 @dataclass
@@ -96,7 +92,7 @@ class DeliveryTarget:
         """Upload one file under a temporary name, then move it into place; return its URL."""
         final = f"{self.root}/{local.name}"
         temp = f"{self.root}/.{local.name}{_TEMP_SUFFIX}"
-        callback = _Progress().callback
+        callback = _UploadProgress()
         if self.s3:
             self.fs.put_file(str(local), temp, callback=callback, chunksize=_S3_PART_BYTES)
             crash_point("deliver_move")
