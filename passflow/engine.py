@@ -715,6 +715,10 @@ class IssueRun:
                 deliver,
                 file=str(self.campaign.path),
                 first=[Path(f) for f in files],
+                # earlier runs' undelivered files: by the run itself or its shard 0 (never two at once)
+                earlier_before=time.time() - (time.perf_counter() - self._started)  # the run's start
+                if self.shard is None or self.shard[0] == 0
+                else 0.0,
             )
             if deliver is not None and not self.dry_run
             else []

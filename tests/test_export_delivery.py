@@ -278,3 +278,23 @@ def test_dry_run_delivers_nothing(tmp_path: Path, s3_server: S3Server, creds: No
     result = run_issue(load_campaign(path), dry_run=True)
     assert result.delivered_files == [] and s3_server.objects(bucket) == {}
     assert len(undelivered(tmp_path / "exports")) == 2
+
+
+def test_concurrent_runs_never_upload_each_others_files(tmp_path: Path, s3_server: S3Server, creds: None) -> None:
+    """A run delivers earlier runs' leftovers only if they are older than its start: the files of a
+    run going on at the same time (another shard) are that run's to deliver."""
+    bucket = new_bucket(s3_server)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    old, other, own = (exports / f"c-skycore-moengage-{n}.csv" for n in ("old", "other", "own"))
+    for p in (old, other, own):
+        p.write_text("ID\n", encoding="utf-8")
+    mark_undelivered([old, other, own])
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    settings = DeliverSettings(
+        url=f"s3://{bucket}/in", endpoint_url=s3_server.endpoint, region=S3_REGION,
+        access_key_id={"env": "T_S3_KEY"}, secret_access_key={"env": "T_S3_SECRET"},
+    )
+    urls = deliver_pending(exports, "c-", settings, file="c.toml", first=[own], earlier_before=1_000_000_001.0)
+    assert urls == [f"s3://{bucket}/in/{old.name}", f"s3://{bucket}/in/{own.name}"]
+    assert undelivered(exports, "c-") == [other]

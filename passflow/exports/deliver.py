@@ -167,16 +167,27 @@ def open_target(settings: DeliverSettings, *, file: str | None) -> DeliveryTarge
 
 
 def deliver_pending(
-    directory: Path, prefix: str, settings: DeliverSettings, *, file: str | None, first: Sequence[Path] = ()
+    directory: Path,
+    prefix: str,
+    settings: DeliverSettings,
+    *,
+    file: str | None,
+    first: Sequence[Path] = (),
+    earlier_before: float | None = None,
 ) -> list[str]:
-    """Deliver every undelivered file of ``directory`` whose name starts with ``prefix`` (the files
-    of earlier, failed deliveries, then ``first``'s own, oldest first); return their URLs.
+    """Deliver the undelivered files of ``directory`` whose names start with ``prefix``: those of
+    earlier, failed deliveries (oldest first), then ``first`` (a run's own files); return their URLs.
 
-    Each file's marker goes only after its upload succeeded. Stops at the first failure with a
-    :class:`DeliveryError` naming the file; what was delivered before stays delivered."""
+    ``earlier_before``: only files older than this (epoch seconds; the run's start) count as earlier
+    ones — so runs going on at the same time (the shards of a run) never upload the same file at
+    once; each delivers its own. Each file's marker goes only after its upload succeeded. Stops at
+    the first failure with a :class:`DeliveryError` naming the file; what was delivered stays so."""
     files = undelivered(directory, prefix)
     own = {p.name for p in first}
-    ordered = [p for p in files if p.name not in own] + [p for p in files if p.name in own]
+    earlier = [
+        p for p in files if p.name not in own and (earlier_before is None or p.stat().st_mtime < earlier_before)
+    ]
+    ordered = earlier + [p for p in files if p.name in own]
     if not ordered:
         return []
     target = open_target(settings, file=file)
