@@ -51,7 +51,7 @@ from passflow.exports import (
     with_install_status,
     write_report_csv,
 )
-from passflow.exports.deliver import deliver_pending, mark_undelivered
+from passflow.exports.deliver import deliver_exports, delivery_marker
 from passflow.exports.formats import get_format
 from passflow.exports.limits import fail_long_values, reject_long_values, value_limits
 from passflow.issuers import OUTCOME_COLUMNS, DeliveryContext, make_issuer
@@ -704,24 +704,14 @@ class IssueRun:
         self.finish_deliveries()
         self._wait_for_ledger()  # before any export file appears: a failed write must leave none
         files: list[str] = []
-        deliver = self.campaign.export.deliver
         for exp in self.exports:
-            files.extend(str(p) for p in exp.commit(before_rename=mark_undelivered if deliver else None))
+            files.extend(str(p) for p in exp.commit(before_rename=delivery_marker(self.campaign)))
             crash_point("commit")
-        delivered = (
-            deliver_pending(
-                Path(self.campaign.export.directory),
-                export_file_prefix(self.campaign.name),
-                deliver,
-                file=str(self.campaign.path),
-                first=[Path(f) for f in files],
-                # earlier runs' undelivered files: by the run itself or its shard 0 (never two at once)
-                earlier_before=time.time() - (time.perf_counter() - self._started)  # the run's start
-                if self.shard is None or self.shard[0] == 0
-                else 0.0,
-            )
-            if deliver is not None and not self.dry_run
-            else []
+        delivered = [] if self.dry_run else deliver_exports(
+            self.campaign,
+            files,
+            run_started=time.time() - (time.perf_counter() - self._started),
+            earlier_too=self.shard is None or self.shard[0] == 0,  # one process delivers leftovers
         )
         failures_file = None
         if self._failure_frames:

@@ -16,7 +16,7 @@ SFTP folder (``[export.deliver]``), through fsspec (``s3fs``, ``sshfs``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,13 +25,23 @@ from urllib.parse import urlsplit
 from fsspec.callbacks import Callback
 
 from passflow.errors import PassflowError
+from passflow.exports.writer import export_file_prefix
 from passflow.secrets import redact, resolve_secret
 from passflow.shutdown import crash_point
 
 if TYPE_CHECKING:
-    from passflow.config import DeliverSettings
+    from passflow.config import Campaign, DeliverSettings
 
-__all__ = ["DeliveryError", "DeliveryTarget", "deliver_pending", "mark_undelivered", "open_target", "undelivered"]
+__all__ = [
+    "DeliveryError",
+    "DeliveryTarget",
+    "deliver_exports",
+    "deliver_pending",
+    "delivery_marker",
+    "mark_undelivered",
+    "open_target",
+    "undelivered",
+]
 
 log = logging.getLogger("passflow")
 
@@ -204,6 +214,30 @@ def deliver_pending(
         if path.name not in own:
             log.warning("delivered %s, left undelivered by an earlier run", path.name)
     return urls
+
+
+def delivery_marker(campaign: Campaign) -> Callable[[Iterable[Path]], None] | None:
+    """What an export's commit calls with its final paths before the renames: marks them as
+    undelivered when the campaign delivers its exports (``[export.deliver]``), else nothing."""
+    return mark_undelivered if campaign.export.deliver is not None else None
+
+
+def deliver_exports(
+    campaign: Campaign, files: Sequence[str], *, run_started: float, earlier_too: bool = True
+) -> list[str]:
+    """A run's delivery: its committed ``files`` and, with ``earlier_too``, the files earlier runs
+    of the campaign left undelivered. Returns the delivered URLs ([] without ``[export.deliver]``)."""
+    settings = campaign.export.deliver
+    if settings is None:
+        return []
+    return deliver_pending(
+        Path(campaign.export.directory),
+        export_file_prefix(campaign.name),
+        settings,
+        file=str(campaign.path),
+        first=[Path(f) for f in files],
+        earlier_before=run_started if earlier_too else 0.0,
+    )
 
 
 def _describe(exc: BaseException) -> str:
