@@ -235,13 +235,13 @@ def test_braze_rule_is_stricter_and_names_braze(tmp_path: Path) -> None:
 def test_value_rules_are_pure_functions_of_the_frame() -> None:
     limits = value_limits([(FORMATS["moengage"], None), (FORMATS["bloomreach"], None)])
     frame = pd.DataFrame(
-        {ROW: [2, 3, 4], "customer_id": ["a", "b" * 513, "c"], "pass_id": ["p", "q", "r"],
-         "pass_link": ["l" * 512, "l", "é" * 513]},
+        {ROW: [2, 3, 4, 5], "customer_id": ["a", "b" * 513, "c", "d"], "pass_id": ["p", "q", "r", "s"],
+         "pass_link": ["l" * 512, "l", "é" * 513, "é" * 500]},  # é: 2 bytes, 1 character
         dtype="str",
     ).astype({ROW: "int64"})
     rejects = Rejects()
     kept = reject_long_values(frame, limits, rejects)
-    assert kept["customer_id"].tolist() == ["a"] and frame.shape == (3, 4)  # input untouched
+    assert kept["customer_id"].tolist() == ["a", "d"] and frame.shape == (4, 4)  # input untouched
     reasons = rejects.frame().set_index("row")["reason"]
     assert reasons[3].startswith("customer_id is 513 characters") and reasons[4].startswith("pass_link is 513")
     assert not reject_long_values(frame, value_limits([(FORMATS["bloomreach"], None)]), Rejects()).empty
