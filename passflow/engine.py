@@ -601,7 +601,8 @@ class IssueRun:
         if batch.sending is not None:
             outcomes.append(batch.sending.result())
         result = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
-        result = fail_long_values(result, self.value_limits)  # API links: known only now, never cut
+        if not self.issuer.delivers_from_spool:  # API links are known only now (spooled ones were checked)
+            result = fail_long_values(result, self.value_limits)
         self._record(result[OUTCOME_COLUMNS], spooled=self._spooled_outcomes(batch, result))
         stop_reason = getattr(self.issuer, "stop_reason", None)
         if stop_reason:
