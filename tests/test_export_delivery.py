@@ -55,7 +55,7 @@ formats = ["moengage", "bloomreach"]
 [export.deliver]
 {deliver}
 [ledger]
-url = "sqlite:///state/ledger.db"
+url = "{ledger}"
 """
 
 
@@ -94,14 +94,14 @@ def sftp_deliver(server: SftpServer, folder: str, *, auth: str = 'password = { e
     )
 
 
-def make_campaign(tmp_path: Path, deliver: str, rows: int = 60) -> Path:
+def make_campaign(tmp_path: Path, deliver: str, rows: int = 60, ledger: str = "sqlite:///state/ledger.db") -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     with (tmp_path / "segment.csv").open("w", encoding="utf-8") as f:
         f.write("customer_id,email\n")
         for i in range(rows):
             f.write(f"C{i:05d},u{i}@example.com\n")
     path = tmp_path / "campaign.toml"
-    path.write_text(CAMPAIGN.format(deliver=deliver), encoding="utf-8")
+    path.write_text(CAMPAIGN.format(deliver=deliver, ledger=ledger), encoding="utf-8")
     return path
 
 
@@ -146,10 +146,10 @@ def test_sftp_delivery_with_a_private_key(tmp_path: Path, sftp_server: SftpServe
 
 
 def test_failed_upload_fails_the_run_and_the_rerun_delivers_the_same_files(
-    tmp_path: Path, s3_server: S3Server, creds: None
+    tmp_path: Path, s3_server: S3Server, creds: None, db_url: str
 ) -> None:
     bucket = f"b-{uuid.uuid4().hex[:10]}"  # not created yet: every upload fails
-    path = make_campaign(tmp_path, s3_deliver(s3_server, bucket))
+    path = make_campaign(tmp_path, s3_deliver(s3_server, bucket), ledger=db_url)
     with pytest.raises(DeliveryError) as err:
         run_issue(load_campaign(path))
     assert "the next run of this campaign delivers it again" in str(err.value)

@@ -6,7 +6,6 @@ real SQLite ledgers, the provider sandbox over loopback."""
 from __future__ import annotations
 
 import csv
-import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +19,7 @@ from passflow.errors import ConfigError, PassflowError
 from passflow.exports import FORMATS, AttributeExport, get_format
 from passflow.exports.formats import BloomreachSettings, MoEngageSettings
 from passflow.exports.limits import fail_long_values, reject_long_values, value_limits
+from passflow.ledger import Ledger
 from passflow.providers.skycore_links import verify_link
 from passflow.sandbox.runner import SandboxHandle
 from passflow.validate import ROW, Rejects
@@ -41,7 +41,7 @@ message4 = "{{{{ customer.message|default('hello') }}}}"
 directory = "exports"
 {export}
 [ledger]
-url = "sqlite:///state/ledger.db"
+url = "{ledger}"
 """
 
 
@@ -55,11 +55,19 @@ def write_segment(path: Path, rows: int, long_rows: dict[int, int] | None = None
             w.writerow([f"C{i:06d}", f"u{i}@example.com", "+420612345678", message])
 
 
-def campaign_file(tmp_path: Path, export: str, *, rows: int = 40, chunk: int = 20, long_rows: dict | None = None) -> Path:
+def campaign_file(
+    tmp_path: Path,
+    export: str,
+    *,
+    rows: int = 40,
+    chunk: int = 20,
+    long_rows: dict | None = None,
+    ledger: str = "sqlite:///state/ledger.db",
+) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     write_segment(tmp_path / "segment.csv", rows, long_rows)
     p = tmp_path / "campaign.toml"
-    p.write_text(CAMPAIGN.format(chunk=chunk, export=export), encoding="utf-8")
+    p.write_text(CAMPAIGN.format(chunk=chunk, export=export, ledger=ledger), encoding="utf-8")
     return p
 
 
@@ -68,9 +76,12 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def ledger_ids(tmp_path: Path, campaign: str = "fmt-coupon") -> set[str]:
-    with sqlite3.connect(tmp_path / "state" / "ledger.db") as conn:
-        return {r[0] for r in conn.execute("select customer_id from passflow_ledger where campaign = ?", (campaign,))}
+def ledger_ids(url: str, campaign: str = "fmt-coupon") -> set[str]:
+    ledger = Ledger(url)
+    try:
+        return set(ledger.rows(campaign)["customer_id"])
+    finally:
+        ledger.close()
 
 
 # --- the registry and the config -------------------------------------------------------------------
@@ -94,7 +105,7 @@ def test_formats_validated_against_the_registry(tmp_path: Path) -> None:
         load_campaign(path)
     text = str(err.value)
     assert "[export.formats]" in text and "'salesforce'" in text and "known formats: bloomreach, braze, moengage" in text
-    path.write_text(CAMPAIGN.format(chunk=20, export='formats = ["braze", "braze"]'), encoding="utf-8")
+    path.write_text(CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export='formats = ["braze", "braze"]'), encoding="utf-8")
     with pytest.raises(ConfigError, match="listed more than once: braze"):
         load_campaign(path)
 
@@ -110,13 +121,13 @@ def test_per_format_sections_and_their_limits(tmp_path: Path) -> None:
     assert exp.format_settings("bloomreach") == BloomreachSettings(id_column="customer_key", max_bytes_per_file=5000)
     # a limit may be lowered, never raised past the CRM's documented one
     for section, key in (("bloomreach", "max_rows_per_file = 2000000"), ("braze", "max_value_chars = 300")):
-        path.write_text(CAMPAIGN.format(chunk=20, export=f"[export.{section}]\n{key}"), encoding="utf-8")
+        path.write_text(CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export=f"[export.{section}]\n{key}"), encoding="utf-8")
         with pytest.raises(ConfigError, match=rf"\[export\.{section}\.{key.split()[0]}\]"):
             load_campaign(path)
-    path.write_text(CAMPAIGN.format(chunk=20, export='[export.moengage]\nfile_naming = "sftp"'), encoding="utf-8")
+    path.write_text(CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export='[export.moengage]\nfile_naming = "sftp"'), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\[export\.moengage\.file_naming\]"):
         load_campaign(path)
-    path.write_text(CAMPAIGN.format(chunk=20, export="[export.bloomreach]\nid_colum = 'x'"), encoding="utf-8")
+    path.write_text(CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export="[export.bloomreach]\nid_colum = 'x'"), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\[export\.bloomreach\.id_colum\] unknown key"):
         load_campaign(path)
 
@@ -129,7 +140,7 @@ def test_old_bloomreach_id_column_key_still_works(tmp_path: Path) -> None:
     bloom = next(f for f in result.export_files if "-bloomreach-" in f)
     assert list(read_csv(bloom)[0])[:3] == ["crm_id", "email", "phone"]
     path.write_text(
-        CAMPAIGN.format(chunk=20, export='bloomreach_id_column = "a"\n[export.bloomreach]\nid_column = "b"'),
+        CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export='bloomreach_id_column = "a"\n[export.bloomreach]\nid_column = "b"'),
         encoding="utf-8",
     )
     with pytest.raises(ConfigError, match="disagree"):
@@ -190,12 +201,12 @@ def test_writer_refuses_a_row_bigger_than_the_byte_limit(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("pooled", [False, True], ids=["sequential", "staging-workers"])
 def test_600_character_link_is_rejected_before_anything_is_issued(
-    tmp_path: Path, pooled: bool, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, pooled: bool, monkeypatch: pytest.MonkeyPatch, db_url: str
 ) -> None:
     if pooled:
         monkeypatch.setattr(staging, "POOL_MIN_CSV_BYTES", 0)
     # the message makes row 7's link 600+ characters; row 8's stays just under 512
-    path = campaign_file(tmp_path, 'formats = ["moengage", "bloomreach"]', long_rows={7: 500, 8: 330})
+    path = campaign_file(tmp_path, 'formats = ["moengage", "bloomreach"]', long_rows={7: 500, 8: 330}, ledger=db_url)
     run = IssueRun(load_campaign(path))
     try:
         if pooled:
@@ -216,7 +227,8 @@ def test_600_character_link_is_rejected_before_anything_is_issued(
     assert reject["customer_id"] == "C000007" and reject["row"] == "9"
     assert "pass_link is" in reject["reason"] and "MoEngage accepts at most 512" in reject["reason"]
     assert int(reject["reason"].split()[2]) >= 600
-    assert "C000007" not in ledger_ids(tmp_path)  # nothing issued for it
+    issued = ledger_ids(load_campaign(path).ledger.url)
+    assert len(issued) == 39 and "C000007" not in issued  # nothing issued for it
     for f in result.export_files:
         rows = read_csv(f)
         assert "C000007" not in {r.get("ID") or r.get("registered") for r in rows}
@@ -299,8 +311,8 @@ max_value_chars = 30
 # --- changes-only exports ------------------------------------------------------------------------------
 
 
-def test_changes_mode_exports_only_this_runs_customers(tmp_path: Path) -> None:
-    path = campaign_file(tmp_path, 'formats = ["moengage"]\nmode = "changes"')
+def test_changes_mode_exports_only_this_runs_customers(tmp_path: Path, db_url: str) -> None:
+    path = campaign_file(tmp_path, 'formats = ["moengage"]\nmode = "changes"', ledger=db_url)
     first = run_issue(load_campaign(path))
     assert len(read_csv(first.export_files[0])) == 40
     seg = tmp_path / "segment.csv"
