@@ -485,6 +485,18 @@ def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         export = export.model_copy(
             update={"db": export.db.model_copy(update={"url": resolve_db_url(export.db.url, base)})}
         )
+    if export.deliver is not None and export.deliver.known_hosts:
+        known_hosts = _resolve_path(export.deliver.known_hosts, base)
+        if not Path(known_hosts).is_file():
+            raise ConfigError(
+                f"{known_hosts} is not a file; write the SFTP server's host key there "
+                "(ssh-keyscan -p PORT HOST > known_hosts) before the run",
+                file=file,
+                key="export.deliver.known_hosts",
+            )
+        export = export.model_copy(
+            update={"deliver": export.deliver.model_copy(update={"known_hosts": known_hosts})}
+        )
     updates["export"] = export
     if campaign.updates is not None:
         updates["updates"] = _resolve_update_paths(campaign.updates, base, file)

@@ -298,3 +298,13 @@ def test_concurrent_runs_never_upload_each_others_files(tmp_path: Path, s3_serve
     urls = deliver_pending(exports, "c-", settings, file="c.toml", first=[own], earlier_before=1_000_000_001.0)
     assert urls == [f"s3://{bucket}/in/{old.name}", f"s3://{bucket}/in/{own.name}"]
     assert undelivered(exports, "c-") == [other]
+
+
+def test_known_hosts_resolves_against_the_campaign_and_must_exist(tmp_path: Path) -> None:
+    deliver = 'url = "sftp://host/x"\nusername = "u"\npassword = { env = "P" }\nknown_hosts = "keys/known_hosts"'
+    path = make_campaign(tmp_path, deliver)
+    with pytest.raises(ConfigError, match=r"\[export\.deliver\.known_hosts\] .*keys/known_hosts is not a file"):
+        load_campaign(path)
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "known_hosts").write_text("host ssh-ed25519 AAAA\n", encoding="utf-8")
+    assert load_campaign(path).export.deliver.known_hosts == str(tmp_path / "keys" / "known_hosts")
