@@ -120,10 +120,20 @@ def running_sftp_server(base: Path) -> Iterator[SftpServer]:
     try:
         yield SftpServer(host="127.0.0.1", port=port, root=root, known_hosts=known_hosts)
     finally:
-        server.close()
-        asyncio.run_coroutine_threadsafe(server.wait_closed(), loop).result(10)
+
+        async def shut_down() -> None:
+            server.close()
+            await server.wait_closed()
+            # sessions of killed clients: end them here rather than warn at interpreter exit
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shut_down(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        loop.close()
 
 
 def _client_key() -> Any:

@@ -9,17 +9,38 @@
 * :mod:`~passflow.exports.install_status` — install-status attributes of campaigns with callbacks.
 """
 
-from passflow.exports.db import DbAttributeExport
-from passflow.exports.formats import FORMATS, ExportFormat, get_format, known_formats
-from passflow.exports.install_status import INSTALL_STATUS_ATTRS, install_status_columns, with_install_status
-from passflow.exports.writer import (
-    AttributeExport,
-    CsvCells,
-    cleanup_stale_partials,
-    export_file_prefix,
-    neutralise_formulas,
-    write_report_csv,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Names resolved on first use (PEP 562), so that reading a campaign file (passflow.config imports
+# the format registry) does not import pandas, pyarrow and SQLAlchemy's dialects.
+_WHERE = {
+    "DbAttributeExport": "db",
+    "FORMATS": "formats",
+    "ExportFormat": "formats",
+    "get_format": "formats",
+    "known_formats": "formats",
+    "INSTALL_STATUS_ATTRS": "install_status",
+    "install_status_columns": "install_status",
+    "with_install_status": "install_status",
+    "AttributeExport": "writer",
+    "CsvCells": "writer",
+    "cleanup_stale_partials": "writer",
+    "export_file_prefix": "writer",
+    "neutralise_formulas": "writer",
+    "write_report_csv": "writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FORMATS",
