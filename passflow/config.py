@@ -15,16 +15,28 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.engine import make_url
 
 from passflow.errors import ConfigError
+from passflow.exports.formats import FORMATS, FormatSettings, check_format_names, known_formats
 from passflow.secrets import SecretRef
 
 PASS_TYPES = ("coupon", "giftcard", "loyaltycard", "eventticket", "boardingpass", "membership", "generic")
 LEDGER_URL_ENV = "PASSFLOW_LEDGER_URL"
 # Keys whose values are never echoed in errors: secrets, and URLs (they may carry a password).
-SECRET_FIELDS = {"salt", "public_token", "secret_token", "api_key", "sql_url", "url", "secret"}
+SECRET_FIELDS = {
+    "salt", "public_token", "secret_token", "api_key", "sql_url", "url", "secret",
+    "password", "private_key", "access_key_id", "secret_access_key", "endpoint_url",
+}
 
 
 class StrictModel(BaseModel):
@@ -107,12 +119,114 @@ class DbExportSettings(_Model):
     table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
 
 
-class ExportSettings(_Model):
+class DeliverSettings(_Model):
+    """``[export.deliver]``: where committed export files are uploaded for the CRM to import."""
+
+    url: str = Field(description='"s3://bucket/prefix" or "sftp://host[:port]/path"')
+    # S3 (and S3-compatible stores): without keys, the usual AWS credential chain applies
+    access_key_id: SecretRef | None = None
+    secret_access_key: SecretRef | None = None
+    endpoint_url: str | None = Field(None, description="S3-compatible store, e.g. http://127.0.0.1:9000")
+    region: str | None = None
+    # SFTP: a password or a private key (its text, e.g. from a secret store), and the server's host key
+    username: str | None = None
+    password: SecretRef | None = None
+    private_key: SecretRef | None = None
+    known_hosts: str | None = Field(None, description="known_hosts file holding the SFTP server's key")
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        m = re.match(r"^(s3|sftp)://([^/\s]+)(/\S*)?$", v)
+        if not m:
+            raise ValueError('must be "s3://bucket/prefix" or "sftp://host[:port]/path"')
+        if "@" in m.group(2):
+            raise ValueError("no user or password in the URL: set `username` and a `password`/`private_key` reference")
+        return v.rstrip("/")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://\S+$", v):
+            raise ValueError("must be an http(s) URL such as https://s3.eu-central-1.amazonaws.com")
+        return v
+
+    @model_validator(mode="after")
+    def _credentials_fit(self) -> DeliverSettings:
+        s3 = self.url.startswith("s3://")
+        sftp_keys = [k for k in ("username", "password", "private_key", "known_hosts") if getattr(self, k)]
+        s3_keys = [k for k in ("access_key_id", "secret_access_key", "endpoint_url", "region") if getattr(self, k)]
+        if s3 and sftp_keys:
+            raise ValueError(f"{', '.join(sftp_keys)}: SFTP settings, but the url is s3://")
+        if not s3 and s3_keys:
+            raise ValueError(f"{', '.join(s3_keys)}: S3 settings, but the url is sftp://")
+        if s3 and bool(self.access_key_id) != bool(self.secret_access_key):
+            raise ValueError("set both access_key_id and secret_access_key (or neither: the AWS credential chain)")
+        if not s3:
+            if not self.username:
+                raise ValueError("sftp:// needs `username`")
+            if not (self.password or self.private_key):
+                raise ValueError('sftp:// needs `password` or `private_key` (a reference, e.g. { env = "SFTP_KEY" })')
+            if not self.known_hosts:
+                raise ValueError(
+                    "sftp:// needs `known_hosts`: a file with the server's host key (ssh-keyscan HOST > file), "
+                    "so the upload cannot go to an impostor"
+                )
+        return self
+
+
+def _format_sections() -> type[_Model]:
+    """One optional ``[export.<format>]`` section per registered export format."""
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "ExportFormatSections",
+        __base__=_Model,
+        **{f.id: (f.settings, Field(default_factory=f.settings)) for f in FORMATS.values()},
+    )
+
+
+class ExportSettings(_format_sections()):  # type: ignore[misc]
     directory: str = "exports"
-    formats: list[Literal["moengage", "bloomreach"]] = Field(default_factory=lambda: ["moengage", "bloomreach"])
-    bloomreach_id_column: str = "registered"
+    formats: list[str] = Field(
+        default_factory=lambda: ["moengage", "bloomreach"], description=f"Any of: {', '.join(known_formats())}"
+    )
+    mode: Literal["snapshot", "changes"] = Field(
+        "snapshot", description="snapshot: every customer holding a pass; changes: those issued in this run"
+    )
     max_rows_per_file: int = Field(1_000_000, ge=1)
     db: DbExportSettings | None = None
+    deliver: DeliverSettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_bloomreach_key(cls, data: Any) -> Any:
+        """``bloomreach_id_column`` (campaign files in the wild) = ``[export.bloomreach] id_column``."""
+        if not isinstance(data, dict) or "bloomreach_id_column" not in data:
+            return data
+        data = dict(data)
+        old = data.pop("bloomreach_id_column")
+        section = dict(data.get("bloomreach") or {})
+        if section.get("id_column", old) != old:
+            raise ValueError(
+                "bloomreach_id_column and [export.bloomreach] id_column disagree; keep only id_column"
+            )
+        section["id_column"] = old
+        data["bloomreach"] = section
+        return data
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, v: list[str]) -> list[str]:
+        return check_format_names(v)
+
+    def format_settings(self, name: str) -> FormatSettings:
+        """The ``[export.<name>]`` section of a registered format (its defaults when absent)."""
+        return getattr(self, name)  # type: ignore[no-any-return]
+
+    @property
+    def bloomreach_id_column(self) -> str:
+        """The old key's value, for code that still reads it."""
+        return FORMATS["bloomreach"].id_column_for(self.format_settings("bloomreach"))
 
 
 class CallbackSettings(_Model):
@@ -383,6 +497,18 @@ def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     if export.db:
         export = export.model_copy(
             update={"db": export.db.model_copy(update={"url": resolve_db_url(export.db.url, base)})}
+        )
+    if export.deliver is not None and export.deliver.known_hosts:
+        known_hosts = _resolve_path(export.deliver.known_hosts, base)
+        if not Path(known_hosts).is_file():
+            raise ConfigError(
+                f"{known_hosts} is not a file; write the SFTP server's host key there "
+                "(ssh-keyscan -p PORT HOST > known_hosts) before the run",
+                file=file,
+                key="export.deliver.known_hosts",
+            )
+        export = export.model_copy(
+            update={"deliver": export.deliver.model_copy(update={"known_hosts": known_hosts})}
         )
     updates["export"] = export
     if campaign.updates is not None:

@@ -58,7 +58,8 @@ def summary_rows(result: RunResult | Summary) -> list[dict[str, Any]]:
 def output_files(result: RunResult | Summary) -> list[tuple[str, str]]:
     """(kind, path) of every file a run wrote: exports, rejects, failed rows."""
     s = _as_summary(result)
-    files = [("export", f) for f in s.get("export_files") or []]
+    # delivered exports are linked where the CRM imports them (s3://…, sftp://…), not as local files
+    files = [("export", f) for f in s.get("delivered_files") or s.get("export_files") or []]
     if s.get("rejects_file"):
         files.append(("rejects", s["rejects_file"]))
     if s.get("failures_file"):
@@ -77,7 +78,8 @@ def summary_markdown(result: RunResult | Summary, *, title: str | None = None) -
     lines += [f"| {r['metric']} | {r['value']} |" for r in summary_rows(s)]
     lines += ["", "## Outputs", ""]
     for kind, f in output_files(s):
-        lines.append(f"- {kind}: [{Path(f).name}]({Path(f).as_uri()}) — `{f}`")
+        link = f if "://" in f else Path(f).as_uri()
+        lines.append(f"- {kind}: [{f.rsplit('/', 1)[-1]}]({link}) — `{f}`")
     if not output_files(s):
         lines.append("- (no files written)")
     return "\n".join(lines) + "\n"

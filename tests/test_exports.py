@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import passflow.exports as exports
+import passflow.exports.writer as exports
 from passflow.errors import PassflowError
 from passflow.exports import AttributeExport, DbAttributeExport, cleanup_stale_partials, neutralise_formulas
 
@@ -123,7 +123,7 @@ def test_missing_input_column_is_a_clear_error(tmp_path: Path) -> None:
 def test_invalid_provider_and_kind_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(PassflowError, match="provider"):
         export(tmp_path, provider="sky core")
-    with pytest.raises(PassflowError, match="kind"):
+    with pytest.raises(PassflowError, match="unknown export format .salesforce.; known formats: bloomreach, braze, moengage"):
         export(tmp_path, kind="salesforce")
 
 

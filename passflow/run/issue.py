@@ -52,6 +52,9 @@ from passflow.exports import (
     with_install_status,
     write_report_csv,
 )
+from passflow.exports.deliver import deliver_exports, delivery_marker
+from passflow.exports.formats import get_format
+from passflow.exports.limits import fail_long_values, reject_long_values, value_limits
 from passflow.providers import make_issuer, provider_of
 from passflow.providers.base import BASE_COLUMNS, OUTCOME_COLUMNS, DeliveryContext, Sending, StagesInWorkers
 from passflow.run.journal import RunJournal
@@ -105,6 +108,7 @@ class RunResult:
     reject_reasons: dict[str, int]
     timings: dict[str, float]
     export_files: list[str] = field(default_factory=list)
+    delivered_files: list[str] = field(default_factory=list)  # s3://… / sftp://… URLs ([export.deliver])
     rejects_file: str | None = None
     failures_file: str | None = None
     preview: pd.DataFrame | None = None
@@ -138,6 +142,7 @@ class RunResult:
             "limit_per_s": self.limit_per_second,
             **{k: round(v, 3) for k, v in self.timings.items()},
             "export_files": self.export_files,
+            "delivered_files": self.delivered_files,
             "rejects_file": self.rejects_file,
             "failures_file": self.failures_file,
             "preview": _preview_records(self.preview),
@@ -196,6 +201,10 @@ class IssueRun:
             default_region=campaign.validation.default_phone_region,
         )
         self.issuer = make_issuer(campaign, self.now, dry_run=dry_run)
+        # CRM limits on attribute values: a row over them is rejected before anything is issued
+        self.value_limits = value_limits(
+            (get_format(f), campaign.export.format_settings(f)) for f in campaign.export.formats
+        )
         self.seen = SeenKeys()
         self._workdir = Path(tempfile.mkdtemp(prefix="passflow-run-"))
         self._schema = pa.schema(
@@ -309,6 +318,8 @@ class IssueRun:
     def _stage_here(self, chunk: pd.DataFrame, rejects: Rejects) -> tuple[int, int]:
         good = validate_chunk(chunk, self.rules, self.seen, rejects)
         prepared = self.issuer.prepare(good, rejects) if len(good) else None
+        if prepared is not None:
+            prepared = reject_long_values(prepared, self.value_limits, rejects)
         n = 0
         if prepared is not None and len(prepared):
             self._spool.write(prepared)
@@ -333,7 +344,9 @@ class IssueRun:
             assert isinstance(self.issuer, StagesInWorkers)
             make = self.issuer.worker_factory()
             try:
-                self._pool = StagePool(WorkerSpec(make, self.rules, self._schema), pool_workers()).start()
+                self._pool = StagePool(
+                    WorkerSpec(make, self.rules, self._schema, self.value_limits), pool_workers()
+                ).start()
             except Exception as exc:  # noqa: BLE001 - e.g. no POSIX semaphores here: stage without workers
                 self._pool_failed = True
                 self.log.warning("staging without worker processes: %s: %s", type(exc).__name__, exc)
@@ -424,7 +437,7 @@ class IssueRun:
                     campaign=self.campaign.name,
                     provider=self.campaign.provider,
                     run_id=self.run_id,
-                    id_column=exp.bloomreach_id_column if kind == "bloomreach" else None,
+                    settings=exp.format_settings(kind),
                     max_rows_per_file=exp.max_rows_per_file,
                     extra_columns=self._install_status_columns(),
                     ids_unique=True,  # staging rejected every repeated customer id (run-wide)
@@ -561,6 +574,8 @@ class IssueRun:
         if batch.sending is not None:
             outcomes.append(batch.sending.result())
         result = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
+        if not self.issuer.delivers_from_spool:  # API links are known only now (spooled ones were checked)
+            result = fail_long_values(result, self.value_limits)
         self._record(result[OUTCOME_COLUMNS], spooled=self._spooled_outcomes(batch, result))
         stop_reason = self.issuer.stop_reason
         if stop_reason:
@@ -607,7 +622,7 @@ class IssueRun:
         fresh = fresh.assign(pass_gendate=now_iso)[export_cols]
         kept_mask = batch.plan.kept.to_numpy(dtype=bool)
         frames = [fresh]
-        if kept_mask.any():
+        if kept_mask.any() and self.campaign.export.mode == "snapshot":  # "changes": this run's only
             kept = plan.loc[kept_mask]
             kept = kept.assign(
                 pass_id=kept["prev_pass_id"].fillna(""),
@@ -664,8 +679,14 @@ class IssueRun:
         self._wait_for_ledger()  # before any export file appears: a failed write must leave none
         files: list[str] = []
         for exp in self.exports:
-            files.extend(str(p) for p in exp.commit())
+            files.extend(str(p) for p in exp.commit(before_rename=delivery_marker(self.campaign)))
             crash_point("commit")
+        delivered = [] if self.dry_run else deliver_exports(
+            self.campaign,
+            files,
+            run_started=time.time() - (time.perf_counter() - self._started),
+            earlier_too=self.shard is None or self.shard[0] == 0,  # one process delivers leftovers
+        )
         failures_file = None
         if self._failure_frames:
             path = self._report_path("failed")
@@ -673,6 +694,7 @@ class IssueRun:
             failures_file = str(path)
         self.timings["total_s"] = time.perf_counter() - self._started
         result = self._result(files, failures_file)
+        result.delivered_files = delivered
         if self.journal is not None and not self.dry_run:
             self.journal.finish("completed", result.summary())
         self.close()

@@ -52,6 +52,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from passflow import tuning
+from passflow.exports.limits import ValueLimits, reject_long_values
 from passflow.providers.base import DeliveryContext, StagesInWorkers
 from passflow.run.journal import RunLock
 from passflow.seen import SeenKeys, hash_keys
@@ -168,6 +169,7 @@ class WorkerSpec:
     make_issuer: Callable[[], Any]
     rules: FieldRules
     spool_schema: pa.Schema
+    value_limits: ValueLimits = ValueLimits({})  # CRM limits on exported values (passflow.exports.limits)
 
 
 @dataclass
@@ -229,6 +231,8 @@ def _stage(chunk: pd.DataFrame, segment: Path) -> StagedChunk:
     rejects = Rejects()
     good = validate_chunk(chunk, _worker.spec.rules, None, rejects)
     prepared = issuer.prepare_rows(good, rejects) if len(good) else None
+    if prepared is not None:
+        prepared = reject_long_values(prepared, _worker.spec.value_limits, rejects)
     staged = StagedChunk(
         rejects=rejects,
         valid=good[[ROW, "customer_id"]],

@@ -1,20 +1,21 @@
-"""Customer-attribute exports that CRMs import: MoEngage / Bloomreach CSV files and an optional DB table.
+"""The atomic, streaming CSV writer of the customer-attribute exports CRMs import.
 
 `AttributeExport` streams chunks of issued passes (`customer_id`, `pass_id`, `pass_link`,
-`pass_gendate`, optionally `email`, `phone` and extra columns) into CSV files:
-
-* MoEngage user-attribute CSV: `ID`, `<provider>_pass_id`, `<provider>_pass_link`,
-  `<provider>_pass_gendate`, then any `extra_columns`.
-* Bloomreach customer-import CSV: `registered` (or `id_column`), `email` and `phone` when the input has
-  them, the three attribute columns, then any `extra_columns`; at most `max_rows_per_file` rows per file.
+`pass_gendate`, optionally `email`, `phone` and extra columns) into the CSV files of one export
+format (:mod:`passflow.exports.formats`: MoEngage, Bloomreach, Braze): the format's id column
+(`ID`, `registered`, `external_id`, or the section's `id_column`), the format's pass-through columns
+(Bloomreach: `email` and `phone`) when the input has them, `<provider>_pass_id`,
+`<provider>_pass_link`, `<provider>_pass_gendate`, then any `extra_columns`. A file holds at most
+the format's rows and bytes (header included); beyond, the export is split into parts.
 
 Files are UTF-8 without BOM, comma-separated, `\\n` line ends, a header row, and fields quoted only when
 they contain `"`, `,`, CR or LF (RFC 4180 "minimal" quoting). Every file gets one row per customer:
 rows without a customer id and repeats of an id already written are dropped (the first row wins, since
 earlier rows are already on disk) and counted in `missing_id_dropped` / `duplicates_dropped`.
 
-Naming: `{campaign}-{provider}-{kind}-{YYYYmmddTHHMMSSZ}-{run_id[:8]}.csv` in `directory`; when the
-export needs more than one file, `...-part0001.csv`, `...-part0002.csv`, ... instead.
+Naming: the format's file stem (default `{campaign}-{provider}-{format}-{YYYYmmddTHHMMSSZ}-{run_id[:8]}`)
+plus `.csv` in `directory`; when the export needs more than one file, `...-part0001.csv`,
+`...-part0002.csv`, ... instead.
 
 Atomicity: rows go to hidden temp files `.{part name}.partial` in the same directory (same filesystem,
 so `os.replace` is atomic). `commit()` flushes, fsyncs and renames every part, then fsyncs the
@@ -31,14 +32,12 @@ encoded. Measured on the 2-core dev VM (2026-11): 1M rows in 100k-row chunks, 20
 including neutralisation, de-duplication and fsync; peak RSS flat between 1M and 3M rows.
 `pyarrow.csv.CSVWriter` is not used: with `quoting_style="needed"` pyarrow 26 quotes *every* string
 value (it decides per type, not per value), and `"none"` rejects values with commas/quotes and was
-~8x slower.
+~8x slower. A byte limit costs one binary search per part over the chunk's line offsets.
 
 Formula neutralisation (OWASP "CSV injection"): a cell starting with `=`, `+`, `-`, `@`, TAB or CR is
 prefixed with `'`, unless it is a plain number (`^[+-]?[0-9]+(\\.[0-9]+)?$`, e.g. an E.164 phone
 `+15551234567` or `-12.5`), which spreadsheets do not execute and CRMs must receive unchanged. This
 applies to every cell, the customer id included: an id such as `@alice` is exported as `'@alice`.
-
-`DbAttributeExport` upserts the same attributes into a SQLAlchemy table (SQLite or PostgreSQL).
 """
 
 from __future__ import annotations
@@ -63,26 +62,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 
+from passflow import tuning
 from passflow.errors import PassflowError
+from passflow.exports.formats import ExportFormat, FileStem, FormatSettings, get_format, safe_name
 from passflow.seen import SeenKeys, hash_keys
 
 __all__ = [
-    "INSTALL_STATUS_ATTRS",
     "AttributeExport",
-    "DbAttributeExport",
+    "CsvCells",
     "cleanup_stale_partials",
-    "install_status_columns",
+    "export_file_prefix",
     "neutralise_formulas",
-    "with_install_status",
+    "write_report_csv",
 ]
 
 log = logging.getLogger(__name__)
-
-ExportKind = Literal["moengage", "bloomreach"]
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA_FIRST_BYTE = np.zeros(256, dtype=bool)
@@ -92,8 +87,8 @@ _PLAIN_NUMBER = r"[+-]?[0-9]+(?:\.[0-9]+)?"
 _NEEDS_QUOTES = r'[",\r\n]'
 _STRUCTURAL_BYTES = tuple(ord(c) for c in '",\r\n')
 _PARTIAL_SUFFIX = ".partial"
-_PROVIDER_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_INPUT_ATTRS = ("pass_id", "pass_link", "pass_gendate")
+PROVIDER_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+INPUT_ATTRS = ("pass_id", "pass_link", "pass_gendate")
 
 _LS = pa.large_string()
 _COMMA = pa.scalar(",", _LS)
@@ -170,14 +165,8 @@ def cleanup_stale_partials(
 
 
 def export_file_prefix(campaign: str) -> str:
-    """How a campaign's name starts its export file names."""
-    return _safe_name(campaign, "campaign")
-
-
-def _safe_name(value: str, fallback: str) -> str:
-    """A file-name-safe token: no path separators, no leading dot (that would hide the file)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("._-")
-    return cleaned or fallback
+    """How a campaign's name starts its report file names (and its exports' with the default naming)."""
+    return safe_name(campaign, "campaign")
 
 
 def _csv_field(value: str) -> str:
@@ -269,6 +258,13 @@ def _csv_lines(columns: Sequence[pa.Array]) -> pa.Array:
     return lines
 
 
+def _line_ends(lines: pa.Array) -> np.ndarray:
+    """Per row, the byte offset of its line's end, counted from the chunk's first line."""
+    _, offsets_buf, _ = lines.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    return offsets[1:] - offsets[0]
+
+
 def _line_bytes(lines: pa.Array, start: int, stop: int) -> memoryview:
     """The bytes of rows [start, stop) straight from the Arrow data buffer (no copy)."""
     if stop <= start:
@@ -288,21 +284,15 @@ class _Part:
     tmp: Path
     file: BinaryIO
     rows: int = 0
-
-
-# Start writing a chunk's pages to disk as soon as they are in the page cache (Linux: FADV_DONTNEED
-# starts writeback without waiting for it): commit()'s fsync then finds little left to do (a 1M-row
-# link run: 0.3 s at the end, for 760 MB of exports), and a big export does not crowd the cache.
-_START_WRITEBACK = getattr(os, "POSIX_FADV_DONTNEED", None)
+    bytes: int = 0  # header included
 
 
 def _write_slices(slices: list[tuple[BinaryIO, memoryview]]) -> None:
     for file, data in slices:
         file.write(data)
-        if _START_WRITEBACK is not None:
-            file.flush()
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(file.fileno(), 0, 0, _START_WRITEBACK)
+        # commit()'s fsync then finds little left to do (a 1M-row link run: 0.3 s at the end, for
+        # 760 MB of exports), and a big export does not crowd the cache (passflow.tuning "writeback")
+        tuning.start_writeback(file)
 
 
 def _discard_parts(parts: list[_Part], io: ThreadPoolExecutor) -> None:
@@ -345,42 +335,53 @@ class AttributeExport:
     def __init__(
         self,
         *,
-        kind: ExportKind,
+        kind: str | ExportFormat,
         directory: Path,
         campaign: str,
         provider: str,
         run_id: str,
         id_column: str | None = None,
-        max_rows_per_file: int = 1_000_000,
+        max_rows_per_file: int | None = 1_000_000,
+        max_bytes_per_file: int | None = None,
+        settings: FormatSettings | None = None,
         extra_columns: Sequence[str] = (),
         ids_unique: bool = False,
     ) -> None:
-        """``ids_unique``: the caller guarantees that no customer id comes twice (an issuance run
+        """``kind``: an export format (:data:`passflow.exports.formats.FORMATS` id or entry);
+        ``settings``: its ``[export.<format>]`` section. Rows and bytes per file are the smallest of
+        the format's documented limit, the section's and ``max_rows_per_file`` / ``max_bytes_per_file``.
+
+        ``ids_unique``: the caller guarantees that no customer id comes twice (an issuance run
         rejects duplicate ids while staging), so the export keeps no de-duplication set: no hashing
         per row, no 8 bytes per exported customer. Rows without an id are still dropped."""
-        if kind not in ("moengage", "bloomreach"):
-            raise PassflowError(f"unknown export kind {kind!r}; use 'moengage' or 'bloomreach'")
-        if not _PROVIDER_RE.fullmatch(provider):
+        fmt = kind if isinstance(kind, ExportFormat) else get_format(kind)
+        if not PROVIDER_RE.fullmatch(provider):
             raise PassflowError(
                 f"provider name {provider!r} cannot be used in attribute names; use letters, digits, '_'"
             )
-        if max_rows_per_file < 1:
-            raise PassflowError(f"max_rows_per_file must be at least 1, got {max_rows_per_file}")
-        self.kind: ExportKind = kind
+        for limit, what in ((max_rows_per_file, "max_rows_per_file"), (max_bytes_per_file, "max_bytes_per_file")):
+            if limit is not None and limit < 1:
+                raise PassflowError(f"{what} must be at least 1, got {limit}")
+        self.format = fmt
+        self.kind = fmt.id
         self.provider = provider
         self.directory = Path(directory)
-        self.max_rows_per_file = max_rows_per_file
-        self.id_column = id_column or ("ID" if kind == "moengage" else "registered")
+        self.max_rows_per_file = fmt.rows_limit(settings, max_rows_per_file)
+        self.max_bytes_per_file = min(
+            (x for x in (fmt.bytes_limit(settings), max_bytes_per_file) if x), default=None
+        )
+        self.id_column = id_column or fmt.id_column_for(settings)
         self.extra_columns = tuple(extra_columns)
-        self.attribute_columns = tuple(f"{provider}_{a}" for a in _INPUT_ATTRS)
+        self.attribute_columns = tuple(f"{provider}_{a}" for a in INPUT_ATTRS)
         for name in (self.id_column, *self.extra_columns):
             if not name or name.startswith(_FORMULA_PREFIXES):
                 raise PassflowError(f"column name {name!r} is empty or starts with a formula character")
 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.base_name = "-".join(
-            [_safe_name(campaign, "campaign"), provider, kind, stamp, _safe_name(run_id[:8], "run")]
+        parts = FileStem(
+            campaign=safe_name(campaign, "campaign"), provider=provider, stamp=stamp, run=safe_name(run_id[:8], "run")
         )
+        self.base_name = fmt.file_stem(settings, parts)
         self.directory.mkdir(parents=True, exist_ok=True)
         if (self.directory / f"{self.base_name}.csv").exists():
             raise PassflowError(f"export file {self.directory / self.base_name}.csv already exists")
@@ -427,23 +428,33 @@ class AttributeExport:
         if n == 0:
             return
         lines = _csv_lines(arrays)
+        ends = _line_ends(lines) if self.max_bytes_per_file else None
+        max_rows = self.max_rows_per_file or n
         slices: list[tuple[BinaryIO, memoryview]] = []
         pos = 0
         while pos < n:
             part = self._parts[-1] if self._parts else None
-            if part is None or part.rows >= self.max_rows_per_file:
+            if part is None or part.rows >= max_rows:
                 part = self._open_part()
-            take = min(n - pos, self.max_rows_per_file - part.rows)
+            take = min(n - pos, max_rows - part.rows)
+            if ends is not None:
+                take = self._fit_bytes(ends, pos, take, part)
+                if take == 0:  # this part is full: the row goes to the next one
+                    part = self._open_part()
+                    take = self._fit_bytes(ends, pos, min(n - pos, max_rows), part)
             # the memoryview keeps the Arrow buffer alive until the writer thread is done with it
-            slices.append((part.file, _line_bytes(lines, pos, pos + take)))
+            data = _line_bytes(lines, pos, pos + take)
+            slices.append((part.file, data))
             part.rows += take
+            part.bytes += data.nbytes
             pos += take
         self._drain()
         self._pending = self._io.submit(_write_slices, slices)
         self.rows_written += n
 
-    def commit(self) -> list[Path]:
-        """Flush, fsync and atomically rename every part to its final name; return the final paths."""
+    def commit(self, before_rename: Callable[[list[Path]], None] | None = None) -> list[Path]:
+        """Flush, fsync and atomically rename every part to its final name; return the final paths.
+        ``before_rename(final_paths)`` runs just before the renames (delivery marks the files there)."""
         self._require_open()
         renamed: list[Path] = []
         try:
@@ -462,6 +473,8 @@ class AttributeExport:
             clashes = [p for p in finals if p.exists()]
             if clashes:
                 raise PassflowError(f"refusing to overwrite existing export file(s) {clashes}")
+            if before_rename is not None:
+                before_rename(finals)
             for part, final in zip(self._parts, finals, strict=True):
                 os.replace(part.tmp, final)
                 renamed.append(final)
@@ -521,10 +534,9 @@ class AttributeExport:
 
     def _plan_columns(self, df: pd.DataFrame) -> list[tuple[str, str]]:
         cols = [("customer_id", self.id_column)]
-        if self.kind == "bloomreach":
-            # Bloomreach matches contacts on these exact names, so pass them through when we have them.
-            cols += [(c, c) for c in ("email", "phone") if c in df.columns]
-        cols += [(src, f"{self.provider}_{src}") for src in _INPUT_ATTRS]
+        # e.g. Bloomreach matches contacts on `email`/`phone`: passed through when we have them
+        cols += [(c, c) for c in self.format.pass_through if c in df.columns]
+        cols += [(src, f"{self.provider}_{src}") for src in INPUT_ATTRS]
         taken = {out for _, out in cols}
         cols += [(c, c) for c in self.extra_columns if c not in taken]
         outs = [out for _, out in cols]
@@ -566,191 +578,29 @@ class AttributeExport:
             ) from None
         part = _Part(tmp=tmp, file=f)
         self._parts.append(part)
-        header = ",".join(_csv_field(name) for name in self.columns or [])
-        f.write(header.encode("utf-8") + b"\n")
+        header = (",".join(_csv_field(name) for name in self.columns or []) + "\n").encode("utf-8")
+        f.write(header)
+        part.bytes = len(header)
         return part
+
+    def _fit_bytes(self, ends: np.ndarray, pos: int, take: int, part: _Part) -> int:
+        """How many of the rows [pos, pos + take) fit in ``part`` under the byte limit (0: none)."""
+        assert self.max_bytes_per_file is not None
+        start = ends[pos - 1] if pos else 0
+        room = self.max_bytes_per_file - part.bytes
+        fit = int(np.searchsorted(ends[pos : pos + take], start + room, side="right"))
+        if fit == 0 and part.rows == 0:
+            size = int(ends[pos] - start)
+            raise PassflowError(
+                f"export {self.base_name}: one row is {size} bytes, more than the {self.format.title} file "
+                f"limit of {self.max_bytes_per_file} bytes after the header; it cannot be exported"
+            )
+        return fit
 
     def _final_paths(self, count: int) -> list[Path]:
         if count == 1:
             return [self.directory / f"{self.base_name}.csv"]
         return [self.directory / f"{self.base_name}-part{i:04d}.csv" for i in range(1, count + 1)]
-
-
-class DbAttributeExport:
-    """Upsert pass attributes into a table keyed by `customer_id` (SQLite or PostgreSQL).
-
-    The table is created if missing; if it exists (for example written by another provider) the
-    provider's columns are added, so several providers can share one table. Each `write()` is one
-    transaction. Values are stored as text exactly as given (`pass_gendate` stays ISO 8601; no formula
-    neutralisation, which is a spreadsheet concern); `updated_at` is the UTC time of the chunk's write.
-    """
-
-    _BATCH_ROWS = 10_000  # rows converted to Python dicts at a time: bounds memory for huge chunks
-
-    def __init__(self, *, url: str, table: str, provider: str) -> None:
-        if not _PROVIDER_RE.fullmatch(provider):
-            raise PassflowError(
-                f"provider name {provider!r} cannot be used in column names; use letters, digits, '_'"
-            )
-        self.provider = provider
-        self.attribute_columns = tuple(f"{provider}_{a}" for a in _INPUT_ATTRS)
-        try:
-            parsed = make_url(url)
-        except Exception:  # noqa: BLE001 - the message of a parse error may echo the URL (and password)
-            raise PassflowError("the database URL is not valid (expected dialect+driver://...)") from None
-        self._password = parsed.password
-        self.safe_url = parsed.render_as_string(hide_password=True)
-        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-            raise PassflowError(f"unsupported database for attribute export: {self.safe_url}")
-        # `from None` below: the chained driver exception could echo connection details.
-        try:
-            # hide_parameters: customer data must not end up in error messages or logs
-            self._engine = sa.create_engine(parsed, hide_parameters=True)
-        except ImportError as exc:
-            raise PassflowError(
-                f"the database driver for {self.safe_url} is not installed ({exc.name}); "
-                "for PostgreSQL use a postgresql+psycopg:// URL"
-            ) from None
-        try:
-            with self._engine.connect():
-                pass
-        except sa.exc.SQLAlchemyError as exc:
-            self._engine.dispose()
-            raise PassflowError(
-                f"cannot connect to database {self.safe_url}: {self._describe(exc)}"
-            ) from None
-        try:
-            self._table = self._ensure_table(table)
-        except sa.exc.SQLAlchemyError as exc:
-            self._engine.dispose()
-            raise PassflowError(
-                f"cannot create or extend table {table!r} in database {self.safe_url}: {self._describe(exc)}"
-            ) from None
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-        stmt = insert(self._table)
-        self._upsert = stmt.on_conflict_do_update(
-            index_elements=[self._table.c.customer_id],
-            set_={c: stmt.excluded[c] for c in (*self.attribute_columns, "updated_at")},
-        )
-
-    def write(self, df: pd.DataFrame) -> None:
-        """Upsert one chunk in one transaction; the last row per customer id wins within the chunk."""
-        missing = [c for c in ("customer_id", *_INPUT_ATTRS) if c not in df.columns]
-        if missing:
-            raise PassflowError(f"export chunk is missing column(s) {missing}; it has {list(df.columns)}")
-        ids = df["customer_id"].astype("str")
-        has_id = (ids.notna() & (ids != "")).to_numpy(dtype=bool, na_value=False)
-        frame = pd.DataFrame(
-            {
-                "customer_id": ids,
-                **{
-                    col: df[src].astype("str")
-                    for src, col in zip(_INPUT_ATTRS, self.attribute_columns, strict=True)
-                },
-            }
-        )[has_id]
-        # PostgreSQL refuses to update one row twice in a statement; and the latest value should win
-        frame = frame.drop_duplicates(subset="customer_id", keep="last")
-        if frame.empty:
-            return
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        now = datetime.now(UTC)
-        try:
-            with self._engine.begin() as conn:
-                for batch in table.to_batches(max_chunksize=self._BATCH_ROWS):
-                    rows = batch.to_pylist()  # nulls become None (not NaN)
-                    for row in rows:
-                        row["updated_at"] = now
-                    conn.execute(self._upsert, rows)
-        except sa.exc.SQLAlchemyError as exc:
-            raise PassflowError(
-                f"upsert into {self._table.name!r} at {self.safe_url} failed: {self._describe(exc)}"
-            ) from None
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def _ensure_table(self, name: str) -> sa.Table:
-        metadata = sa.MetaData()
-        table = sa.Table(
-            name,
-            metadata,
-            sa.Column("customer_id", sa.Text, primary_key=True),
-            *(sa.Column(c, sa.Text) for c in self.attribute_columns),
-            sa.Column("updated_at", sa.DateTime(timezone=True)),
-        )
-        with self._engine.begin() as conn:
-            inspector = sa.inspect(conn)
-            if not inspector.has_table(name):
-                table.create(conn)
-                return table
-            existing = {c["name"] for c in inspector.get_columns(name)}
-            if "customer_id" not in existing:
-                raise PassflowError(f"table {name!r} exists but has no customer_id column")
-            preparer = conn.dialect.identifier_preparer
-            for col in table.columns:
-                if col.name not in existing:
-                    # another provider's table: add our columns rather than failing
-                    col_type = col.type.compile(dialect=conn.dialect)
-                    conn.execute(
-                        sa.text(
-                            f"ALTER TABLE {preparer.format_table(table)} "
-                            f"ADD COLUMN {preparer.format_column(col)} {col_type}"
-                        )
-                    )
-        return table
-
-    def _describe(self, exc: sa.exc.SQLAlchemyError) -> str:
-        """First line of the driver's message, with the password scrubbed should a driver echo it."""
-        orig = getattr(exc, "orig", None) or exc
-        text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-        if self._password:
-            text = text.replace(str(self._password), "***")
-        return f"{type(orig).__name__}: {text}"
-
-
-#: Attributes added for campaigns with vendor callbacks (``[callbacks]``), after the pass attributes.
-INSTALL_STATUS_ATTRS = ("pass_install_status", "pass_installed_at", "pass_uninstalled_at")
-
-
-def install_status_columns(provider: str) -> list[str]:
-    """``<provider>_pass_install_status``, ``…_installed_at``, ``…_uninstalled_at``."""
-    return [f"{provider}_{a}" for a in INSTALL_STATUS_ATTRS]
-
-
-def with_install_status(rows: pd.DataFrame, status: pd.DataFrame, provider: str) -> pd.DataFrame:
-    """``rows`` plus the install-status attributes of each customer (empty cells where no callback came).
-
-    ``status``: ``customer_id``, ``status``, ``installed_at``, ``uninstalled_at`` (tz-aware), as
-    :meth:`passflow.store.events.CallbackStore.install_status` returns it. Times are ISO 8601 UTC,
-    like ``<provider>_pass_gendate``.
-    """
-    def iso(col: str) -> pd.Series:
-        ts = pd.to_datetime(status[col], utc=True)
-        return ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ").fillna("")
-
-    status_col, installed_col, uninstalled_col = install_status_columns(provider)
-    attrs = pd.DataFrame(
-        {
-            "customer_id": status["customer_id"].astype("str"),
-            status_col: status["status"].astype("str"),
-            installed_col: iso("installed_at"),
-            uninstalled_col: iso("uninstalled_at"),
-        }
-    )
-    out = rows.drop(columns=[c for c in attrs.columns[1:] if c in rows.columns])
-    out = out.merge(attrs, on="customer_id", how="left", validate="many_to_one")
-    for col in attrs.columns[1:]:
-        out[col] = out[col].fillna("").astype("str")
-    return out
 
 
 def write_report_csv(df: pd.DataFrame, path: Path | str) -> Path:
