@@ -29,6 +29,11 @@ from tests.test_issue_skycore import make_campaign, read_csv
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_WORDS = ("secret", "token", "salt", "password", "api_key")
+# Every deployment `passflow serve` registers for the three campaigns below.
+SERVED = {
+    "issue-passes/test-coupon", "issue-passes/other-coupon", "issue-passes/inbox-coupon", "import-inbox/inbox",
+    "issue-passes-shard/issue-passes-shard", "issue-passes-sharded/issue-passes-sharded",
+}  # fmt: skip
 SCHEDULE = '\n[schedule]\ncron = "15 6 * * MON-FRI"\ntimezone = "Europe/Prague"\n'
 
 
@@ -76,7 +81,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             assert time.monotonic() < deadline, "deployments not served in time"
             try:
                 r = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=3)
-                if r.status_code == 200 and len(r.json()) >= 4:
+                # serve registers deployments one by one: wait for all of them, not the first few
+                if r.status_code == 200 and len(r.json()) >= len(SERVED):
                     break
             except httpx.HTTPError:
                 pass
@@ -145,10 +151,7 @@ def runs(served: dict[str, Any], deployments: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_deployments_and_their_schedules_are_visible_through_the_api(deployments: dict[str, Any]) -> None:
-    assert set(deployments) == {
-        "issue-passes/test-coupon", "issue-passes/other-coupon", "issue-passes/inbox-coupon", "import-inbox/inbox",
-        "issue-passes-shard/issue-passes-shard", "issue-passes-sharded/issue-passes-sharded",
-    }  # fmt: skip
+    assert set(deployments) == SERVED
     assert not deployments["issue-passes/other-coupon"].schedules  # no [schedule]: run by hand only
     [issue_schedule] = deployments["issue-passes/test-coupon"].schedules
     assert issue_schedule.schedule.cron == "15 6 * * MON-FRI" and issue_schedule.schedule.timezone == "Europe/Prague"
@@ -228,10 +231,7 @@ def test_deploy_registers_every_deployment_with_a_process_work_pool(served: dict
 
     with temporary_settings({PREFECT_API_URL: served["api"]}):
         names = register_with_pool("passflow-test", served["base"] / "campaigns")
-    assert sorted(names) == sorted(
-        ["issue-passes/test-coupon", "issue-passes/other-coupon", "issue-passes/inbox-coupon", "import-inbox/inbox",
-         "issue-passes-shard/issue-passes-shard", "issue-passes-sharded/issue-passes-sharded"]
-    )  # fmt: skip
+    assert sorted(names) == sorted(SERVED)
     pool = _call(served["api"], lambda c: c.read_work_pool("passflow-test"))
     assert pool.type == "process"
     for dep in _call(served["api"], lambda c: c.read_deployments()):

@@ -123,7 +123,9 @@ def test_missing_input_column_is_a_clear_error(tmp_path: Path) -> None:
 def test_invalid_provider_and_kind_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(PassflowError, match="provider"):
         export(tmp_path, provider="sky core")
-    with pytest.raises(PassflowError, match="unknown export format .salesforce.; known formats: bloomreach, braze, moengage"):
+    with pytest.raises(
+        PassflowError, match="unknown export format .salesforce.; known formats: bloomreach, braze, moengage"
+    ):
         export(tmp_path, kind="salesforce")
 
 
@@ -539,3 +541,30 @@ def test_db_bad_url_and_unsupported_backend_hide_password() -> None:
         with pytest.raises(PassflowError) as info:
             DbAttributeExport(url=url, table="t", provider="skycore")
         assert "s3cr3t-pw" not in str(info.value)
+
+
+def test_cleanup_leaves_a_partial_another_process_is_writing(tmp_path: Path) -> None:
+    """Shards of one campaign share an export folder: one shard's cleanup must not take the other's
+    file from under it (it did, and the other shard's rename then failed)."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(
+            f"""
+            import sys, time
+            from pathlib import Path
+            from passflow.exports.partials import open_partial
+            f = open_partial(Path({str(tmp_path / ".busy.csv.partial")!r}))
+            print("open", flush=True)
+            sys.stdin.read()
+            """
+        )],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "open"
+        (tmp_path / ".left.csv.partial").write_text("x")  # a killed run's leftover: nobody holds it
+        removed = cleanup_stale_partials(tmp_path, min_age_seconds=0)
+        assert [p.name for p in removed] == [".left.csv.partial"]
+        assert (tmp_path / ".busy.csv.partial").exists()
+    finally:
+        writer.communicate("", timeout=30)
+    assert [p.name for p in cleanup_stale_partials(tmp_path, min_age_seconds=0)] == [".busy.csv.partial"]

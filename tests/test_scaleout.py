@@ -88,20 +88,28 @@ def test_two_workers_share_the_limit_and_a_killed_shard_completes_on_rerun(
     sandbox.admin.configure(latency_ms=50, max_per_second=limit)  # the sandbox refuses more than the limit
     path = make(tmp_path, sandbox, rows=rows, chunk=100, in_flight=12, rate=limit)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
     workers = [
-        subprocess.Popen([sys.executable, "-c", SHARD_RUNNER, str(path), str(i), "2"], env=env, cwd=tmp_path)
-        for i in range(2)
+        subprocess.Popen(
+            [sys.executable, "-c", SHARD_RUNNER, str(path), str(i), "2"],
+            env=env, cwd=tmp_path, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for i, log in enumerate(logs)
     ]
+
+    def output() -> str:
+        return "\n".join(f"--- {log.name}:\n{log.read_text(errors='replace')[-3000:]}" for log in logs)
+
     try:
         # Let both shards issue for a while, then kill shard 1's worker mid-run.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while sandbox.admin.stats(per_customer=False)["passes_created"] < 180:
-            assert time.monotonic() < deadline, "the workers never got going"
-            assert all(w.poll() is None for w in workers), "a worker ended early"
+            assert time.monotonic() < deadline, f"the workers never got going\n{output()}"
+            assert all(w.poll() is None for w in workers), f"a worker ended early\n{output()}"
             time.sleep(0.05)
         workers[1].send_signal(signal.SIGKILL)
         assert workers[1].wait(timeout=10) == -signal.SIGKILL
-        assert workers[0].wait(timeout=60) == 0
+        assert workers[0].wait(timeout=60) == 0, output()
     finally:
         for w in workers:
             if w.poll() is None:

@@ -44,11 +44,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import glob
 import logging
 import os
 import re
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -66,6 +64,7 @@ import pyarrow.compute as pc
 from passflow import tuning
 from passflow.errors import PassflowError
 from passflow.exports.formats import ExportFormat, FileStem, FormatSettings, get_format, safe_name
+from passflow.exports.partials import PARTIAL_SUFFIX, cleanup_stale_partials, open_partial, partial_path
 from passflow.seen import SeenKeys, hash_keys
 
 __all__ = [
@@ -86,7 +85,6 @@ _FORMULA_FIRST_BYTE[[ord(c) for c in _FORMULA_PREFIXES]] = True
 _PLAIN_NUMBER = r"[+-]?[0-9]+(?:\.[0-9]+)?"
 _NEEDS_QUOTES = r'[",\r\n]'
 _STRUCTURAL_BYTES = tuple(ord(c) for c in '",\r\n')
-_PARTIAL_SUFFIX = ".partial"
 PROVIDER_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 INPUT_ATTRS = ("pass_id", "pass_link", "pass_gendate")
 
@@ -137,31 +135,6 @@ def _starts_with_formula_prefix(arr: pa.Array) -> np.ndarray:
     if arr.null_count:
         risky &= np.asarray(arr.is_valid())
     return risky
-
-
-def cleanup_stale_partials(
-    directory: Path | str, *, min_age_seconds: float = 3600.0, prefix: str = ""
-) -> list[Path]:
-    """Remove hidden `.*.csv.partial` files left in `directory` by killed export processes.
-
-    Only files not modified for `min_age_seconds` are removed, so an export that another process is
-    still writing into the same directory is left alone (writes touch the file every chunk). Pass
-    `min_age_seconds=0` when you know no export is running (e.g. with `prefix`, the file-name start of
-    a campaign whose run lock you hold). Returns the removed paths.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    cutoff = time.time() - min_age_seconds
-    removed: list[Path] = []
-    for path in sorted(directory.glob(f".{glob.escape(prefix)}*.csv{_PARTIAL_SUFFIX}")):
-        try:
-            if path.is_file() and path.stat().st_mtime <= cutoff:
-                path.unlink()
-                removed.append(path)
-        except FileNotFoundError:  # removed concurrently: fine, it is gone either way
-            continue
-    return removed
 
 
 def export_file_prefix(campaign: str) -> str:
@@ -569,9 +542,9 @@ class AttributeExport:
 
     def _open_part(self) -> _Part:
         index = len(self._parts) + 1
-        tmp = self.directory / f".{self.base_name}-part{index:04d}.csv{_PARTIAL_SUFFIX}"
+        tmp = self.directory / f".{self.base_name}-part{index:04d}.csv{PARTIAL_SUFFIX}"
         try:
-            f = open(tmp, "xb")  # noqa: SIM115 - closed in commit()/abort(); "x": never clobber
+            f = open_partial(tmp)  # closed in commit()/abort(); never clobbers an existing file
         except FileExistsError:
             raise PassflowError(
                 f"another export is writing {tmp}; is the same run exporting twice?"
@@ -607,12 +580,12 @@ def write_report_csv(df: pd.DataFrame, path: Path | str) -> Path:
     """Write a small report (rejects, failed rows) atomically, with the exports' quoting and neutralisation."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{_PARTIAL_SUFFIX}")
+    tmp = partial_path(path)
     cells = CsvCells(df.astype("str"))
     columns = [cells[c] for c in df.columns]
     header = ",".join(_csv_field(str(c)) for c in df.columns) + "\n"
     try:
-        with tmp.open("wb") as f:
+        with open_partial(tmp, exclusive_create=False) as f:
             f.write(header.encode("utf-8"))
             if len(df):
                 lines = _csv_lines(columns)
