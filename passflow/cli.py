@@ -87,10 +87,12 @@ def _fail(exc: BaseException) -> None:
 def _run_flow(flow: Any, request: Any, campaign: Any) -> tuple[dict, Any]:
     """Run a flow (with the sandbox when the campaign points at it, and a live progress bar); its summary
     and final state, or exit with the error."""
+    from passflow.prefect_api import temporary_prefect_api
     from passflow.sandbox.autostart import sandbox_for
 
     _quiet_user_errors()
-    with sandbox_for(campaign, console=err), _live_progress():
+    # our own temporary API server (not Prefect's ephemeral one): it dies with this process on kill -9
+    with sandbox_for(campaign, console=err), temporary_prefect_api(), _live_progress():
         state = flow(request, return_state=True)
     return _state_summary(state), state
 
@@ -379,7 +381,9 @@ def inbox_cmd(
     from passflow.flows.import_inbox import InboxRequest, import_inbox
 
     request = InboxRequest(inbox=str(inbox.resolve()), campaigns=str(campaigns.resolve()), settle_seconds=settle_seconds)
-    with _live_progress():
+    from passflow.prefect_api import temporary_prefect_api
+
+    with temporary_prefect_api(), _live_progress():
         state = import_inbox(request, return_state=True)
     rows = state.result(raise_on_failure=False)
     if isinstance(rows, BaseException):
