@@ -188,7 +188,8 @@ def generate_segment(path: Path, rows: int) -> None:
     first = pd.Series(rng.choice(["Anna", "Jan", "Zoë", "Liam", "José", "", "Mary"], rows))
     tag = pd.Series(np.where(rng.random(rows) < 0.1, "+wallet", ""))
     emails = "user" + pd.Series(np.arange(rows)).astype(str) + tag + "@example.com"
-    phones = "+4206" + pd.Series(rng.integers(10_000_000, 99_999_999, rows)).astype(str)
+    # Czech mobiles (+420 601–608 …), numbers phonenumbers itself calls valid
+    phones = "+42060" + pd.Series(rng.integers(1_000_000, 9_000_000, rows)).astype(str)
     df = pd.DataFrame(
         {
             "customer_id": ids,

@@ -34,8 +34,18 @@ PASS_TYPES = ("coupon", "giftcard", "loyaltycard", "eventticket", "boardingpass"
 LEDGER_URL_ENV = "PASSFLOW_LEDGER_URL"
 # Keys whose values are never echoed in errors: secrets, and URLs (they may carry a password).
 SECRET_FIELDS = {
-    "salt", "public_token", "secret_token", "api_key", "sql_url", "url", "secret",
-    "password", "private_key", "access_key_id", "secret_access_key", "endpoint_url",
+    "salt",
+    "public_token",
+    "secret_token",
+    "api_key",
+    "sql_url",
+    "url",
+    "secret",
+    "password",
+    "private_key",
+    "access_key_id",
+    "secret_access_key",
+    "endpoint_url",
 }
 
 
@@ -62,6 +72,7 @@ class CampaignInfo(_Model):
         if v not in registry.names():
             raise ValueError(f"unknown provider; known providers: {', '.join(registry.names())}")
         return v
+
     provider: str = Field(description="A registered provider (passflow.providers.registry), e.g. skycore")
     pass_type: Literal[PASS_TYPES] = "coupon"  # type: ignore[valid-type]
     description: str = ""
@@ -82,7 +93,7 @@ class SourceSettings(_Model):
     @model_validator(mode="after")
     def _one_source(self) -> SourceSettings:
         if bool(self.csv) == bool(self.sql_url):
-            raise ValueError("set exactly one of `csv = \"path.csv\"` or `sql_url = \"dialect://…\"`")
+            raise ValueError('set exactly one of `csv = "path.csv"` or `sql_url = "dialect://…"`')
         if self.sql_url and bool(self.table) == bool(self.query):
             raise ValueError("with `sql_url`, set exactly one of `table` or `query`")
         if self.csv and (self.table or self.query):
@@ -103,10 +114,15 @@ class ValidationSettings(_Model):
     require_phone: bool = False
     default_phone_region: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "US"
     max_reject_rate: float = Field(0.2, ge=0.0, le=1.0, description="Fail before issuing above this share")
+    # email_validator rejects special-use domains (.test, .local, …); true lets *.test through (its
+    # test_environment), for campaigns run against test inboxes
+    allow_test_domains: bool = False
 
 
 class Limits(_Model):
-    max_in_flight: int = Field(10, ge=1, le=1000, description="Requests in flight at once (Bloomreach 'Limit')")
+    max_in_flight: int = Field(
+        10, ge=1, le=1000, description="Requests in flight at once (Bloomreach 'Limit')"
+    )
     max_per_second: float | None = Field(10.0, gt=0, le=10_000, description="Request starts per second")
     max_attempts: int = Field(6, ge=1, le=20)
     timeout_s: float = Field(10.0, gt=0, le=300)
@@ -142,7 +158,9 @@ class DeliverSettings(_Model):
         if not m:
             raise ValueError('must be "s3://bucket/prefix" or "sftp://host[:port]/path"')
         if "@" in m.group(2):
-            raise ValueError("no user or password in the URL: set `username` and a `password`/`private_key` reference")
+            raise ValueError(
+                "no user or password in the URL: set `username` and a `password`/`private_key` reference"
+            )
         return v.rstrip("/")
 
     @field_validator("endpoint_url")
@@ -156,18 +174,24 @@ class DeliverSettings(_Model):
     def _credentials_fit(self) -> DeliverSettings:
         s3 = self.url.startswith("s3://")
         sftp_keys = [k for k in ("username", "password", "private_key", "known_hosts") if getattr(self, k)]
-        s3_keys = [k for k in ("access_key_id", "secret_access_key", "endpoint_url", "region") if getattr(self, k)]
+        s3_keys = [
+            k for k in ("access_key_id", "secret_access_key", "endpoint_url", "region") if getattr(self, k)
+        ]
         if s3 and sftp_keys:
             raise ValueError(f"{', '.join(sftp_keys)}: SFTP settings, but the url is s3://")
         if not s3 and s3_keys:
             raise ValueError(f"{', '.join(s3_keys)}: S3 settings, but the url is sftp://")
         if s3 and bool(self.access_key_id) != bool(self.secret_access_key):
-            raise ValueError("set both access_key_id and secret_access_key (or neither: the AWS credential chain)")
+            raise ValueError(
+                "set both access_key_id and secret_access_key (or neither: the AWS credential chain)"
+            )
         if not s3:
             if not self.username:
                 raise ValueError("sftp:// needs `username`")
             if not (self.password or self.private_key):
-                raise ValueError('sftp:// needs `password` or `private_key` (a reference, e.g. { env = "SFTP_KEY" })')
+                raise ValueError(
+                    'sftp:// needs `password` or `private_key` (a reference, e.g. { env = "SFTP_KEY" })'
+                )
             if not self.known_hosts:
                 raise ValueError(
                     "sftp:// needs `known_hosts`: a file with the server's host key (ssh-keyscan HOST > file), "
@@ -188,7 +212,8 @@ def _format_sections() -> type[_Model]:
 class ExportSettings(_format_sections()):  # type: ignore[misc]
     directory: str = "exports"
     formats: list[str] = Field(
-        default_factory=lambda: ["moengage", "bloomreach"], description=f"Any of: {', '.join(known_formats())}"
+        default_factory=lambda: ["moengage", "bloomreach"],
+        description=f"Any of: {', '.join(known_formats())}",
     )
     mode: Literal["snapshot", "changes"] = Field(
         "snapshot", description="snapshot: every customer holding a pass; changes: those issued in this run"
@@ -262,7 +287,9 @@ class ScheduleSettings(_Model):
         from cronsim import CronSim, CronSimError
 
         if len(v.split()) != 5:
-            raise ValueError("must be a 5-field cron expression (minute hour day month weekday), e.g. '0 6 * * MON'")
+            raise ValueError(
+                "must be a 5-field cron expression (minute hour day month weekday), e.g. '0 6 * * MON'"
+            )
         try:
             CronSim(v, datetime(2026, 1, 1))
         except CronSimError as exc:
@@ -294,8 +321,10 @@ class UpdateAction(_Model):
     @model_validator(mode="after")
     def _tables_of_text(self) -> UpdateAction:
         for key, table in (self.model_extra or {}).items():
-            if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
-                raise ValueError(f"[..{key}] must be a table of name = \"template\" strings")
+            if not isinstance(table, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in table.items()
+            ):
+                raise ValueError(f'[..{key}] must be a table of name = "template" strings')
         return self
 
     @property
@@ -322,9 +351,9 @@ class UpdateEventsSettings(_Model):
     @model_validator(mode="after")
     def _one_source(self) -> UpdateEventsSettings:
         if self.csv and (self.sql_url or self.table):
-            raise ValueError("set either `csv = \"events.csv\"` or `table = \"name\"` (with optional `sql_url`)")
+            raise ValueError('set either `csv = "events.csv"` or `table = "name"` (with optional `sql_url`)')
         if not self.csv and not self.table:
-            raise ValueError("set `csv = \"events.csv\"` or `table = \"passflow_pass_events\"`")
+            raise ValueError('set `csv = "events.csv"` or `table = "passflow_pass_events"`')
         return self
 
 
@@ -444,7 +473,11 @@ def _format_validation_error(exc: ValidationError, file: str, prefix: tuple[str,
         got = err.get("input")
         # Never echo what was written where a secret belongs: it may be the secret itself.
         secret_field = any(str(p) in SECRET_FIELDS for p in err["loc"])
-        if not secret_field and err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict | list):
+        if (
+            not secret_field
+            and err["type"] not in ("missing", "extra_forbidden")
+            and not isinstance(got, dict | list)
+        ):
             msg += f" (got {got!r})"
         lines.append(f"  [{key}] {msg}")
     return ConfigError("invalid campaign file:\n" + "\n".join(lines), file=file)
@@ -487,7 +520,9 @@ def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         else:
             updates["source"] = src.model_copy(update={"sql_url": resolve_db_url(src.sql_url or "", base)})
     except Exception as exc:  # noqa: BLE001 - make_url errors name the URL format
-        raise ConfigError(f"not a valid database URL ({type(exc).__name__})", file=file, key="source.sql_url") from None
+        raise ConfigError(
+            f"not a valid database URL ({type(exc).__name__})", file=file, key="source.sql_url"
+        ) from None
     ledger_url = os.environ.get(LEDGER_URL_ENV) or campaign.ledger.url
     try:
         updates["ledger"] = LedgerSettings(url=resolve_db_url(ledger_url, base))

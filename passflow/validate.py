@@ -11,6 +11,7 @@ string operations; only values that need real parsing go through ``email_validat
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,24 +21,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from email_validator import EmailNotValidError, validate_email
 
+from passflow.contact_rules import e164_fast_ok, email_fast_ok
 from passflow.seen import SeenKeys
 
 ROW = "__row__"
 REJECT_COLUMNS = ["row", "customer_id", "reason_code", "reason"]
 
-# A pragmatic ASCII address check (RFC 5322 dot-atom local part, LDH domain with a dot).
-_EMAIL_FAST = (
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
 _E164 = r"^\+[1-9][0-9]{6,14}$"
-_PHONE_PUNCT = r"[\s().\-/]"
-# The same class for pyarrow's RE2, with Python's \s (str.isspace, Unicode) spelled out: pandas would
-# run a \s pattern through `re` row by row. tests/test_staging.py checks the two agree.
-_PY_SPACE_RE2 = (
-    r"\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
-)
-_PHONE_PUNCT_RE2 = "[" + _PY_SPACE_RE2 + r"().\-/]"
+# Separators the fast path removes: only ones phonenumbers' parser also skips (its
+# VALID_PUNCTUATION: space, no-break space, brackets, dot, hyphen, slash); a tab or another space
+# character makes it NOT_A_NUMBER there, so such values go to the library.
+_PHONE_PUNCT_RE2 = r"[ \x{a0}().\-/]"
 
 
 @dataclass
@@ -85,6 +79,7 @@ class FieldRules:
     require_email: bool
     require_phone: bool
     default_region: str
+    allow_test_domains: bool = False  # [validation] allow_test_domains: *.test addresses (email_validator)
 
 
 def check_columns(columns: list[str], rules: FieldRules, template_columns: set[str], source: str) -> None:
@@ -109,11 +104,14 @@ def check_columns(columns: list[str], rules: FieldRules, template_columns: set[s
         )
 
 
-def _normalise_email(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Return (normalised, ok) for trimmed emails (validate_chunk trims): domain lower-cased;
-    IDN/odd ones via email_validator."""
-    ok = values.str.match(_EMAIL_FAST) & (values.str.len() <= 254)
+def _normalise_email(
+    values: pd.Series, allow_test_domains: bool = False
+) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Return (normalised, ok, reason) for trimmed emails (validate_chunk trims): domain lower-cased;
+    IDN/odd ones via email_validator, whose message is the reason of a reject."""
+    ok = pd.Series(email_fast_ok(pa.array(values, from_pandas=True), allow_test_domains), index=values.index)
     out = values.copy()
+    reason = pd.Series("", index=values.index, dtype="str")
     # Lower-case the domain only where it has capitals (rare): rpartition is a per-row Python call.
     upper = ok & values.str.contains(r"@.*[A-Z]", regex=True)
     if upper.any():
@@ -121,47 +119,84 @@ def _normalise_email(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         out.loc[upper] = parts[0] + "@" + parts[2].str.lower()
     slow = ~ok & (values != "")
     if slow.any():
-        checked = {}
+        checked, why = {}, {}
         for v in pd.unique(values[slow]):
             try:
-                checked[v] = validate_email(v, check_deliverability=False).normalized
-            except EmailNotValidError:
-                checked[v] = None
+                checked[v] = validate_email(
+                    v, check_deliverability=False, test_environment=allow_test_domains
+                ).normalized
+            except EmailNotValidError as exc:
+                checked[v], why[v] = None, str(exc)
         mapped = values[slow].map(checked)
         good = mapped.notna()
         out.loc[mapped.index[good]] = mapped[good].astype("str")
         ok.loc[mapped.index[good]] = True
-    return out, ok
+        if why:
+            reason.loc[mapped.index[~good]] = values[slow][~good].map(why).astype("str")
+    return out, ok, reason
 
 
-def _normalise_phone(values: pd.Series, region: str) -> tuple[pd.Series, pd.Series]:
-    """Return (E.164, ok). E.164 input passes a syntax check; anything else is parsed by libphonenumber."""
-    compact = pd.Series(
-        pc.replace_substring_regex(pa.array(values, from_pandas=True), _PHONE_PUNCT_RE2, ""),
-        index=values.index,
-        dtype="str",
-    )
-    compact = compact.where(~compact.str.startswith("00"), "+" + compact.str.slice(2))
+def _normalise_phone(values: pd.Series, region: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Return (E.164, ok, reason). Numbers in international form are checked vectorised against
+    phonenumbers' metadata (passflow.contact_rules); anything else is parsed by libphonenumber."""
+    compact_arr = pc.replace_substring_regex(pa.array(values, from_pandas=True), _PHONE_PUNCT_RE2, "")
+    compact = pd.Series(compact_arr, index=values.index, dtype="str")
+    if _idd_is_00(region):  # "00" dials abroad from this region, as the parser reads it
+        compact = compact.where(~compact.str.startswith("00"), "+" + compact.str.slice(2))
     ok = compact.str.match(_E164)
+    if ok.any():
+        shaped = np.flatnonzero(ok.to_numpy())
+        fast = e164_fast_ok(pa.array(compact.iloc[shaped], from_pandas=True))
+        sure = np.zeros(len(ok), dtype=bool)
+        sure[shaped[fast]] = True
+        ok = pd.Series(sure, index=values.index)
     out = compact.where(ok, values)
+    reason = pd.Series("", index=values.index, dtype="str")
     slow = ~ok & (values != "")  # trimmed by validate_chunk
     if slow.any():
         parsed: dict[str, str | None] = {}
+        why: dict[str, str] = {}
         for v in pd.unique(values[slow]):
-            try:
-                num = phonenumbers.parse(v, region)
-                parsed[v] = (
-                    phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-                    if phonenumbers.is_valid_number(num)
-                    else None
-                )
-            except phonenumbers.NumberParseException:
-                parsed[v] = None
+            parsed[v], text = _parse_phone(v, region)
+            if text:
+                why[v] = text
         mapped = values[slow].map(parsed)
         good = mapped.notna()
         out.loc[mapped.index[good]] = mapped[good].astype("str")
         ok.loc[mapped.index[good]] = True
-    return out, ok
+        if why:
+            reason.loc[mapped.index[~good]] = values[slow][~good].map(why).astype("str")
+    return out, ok, reason
+
+
+_POSSIBLE = {
+    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "no such country calling code",
+    phonenumbers.ValidationResult.TOO_SHORT: "too short",
+    phonenumbers.ValidationResult.TOO_LONG: "too long",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "a length no number of that country has",
+}
+
+
+def _parse_phone(value: str, region: str) -> tuple[str | None, str]:
+    """(E.164, "") when phonenumbers calls it valid, else (None, why)."""
+    try:
+        num = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        return None, exc._msg if hasattr(exc, "_msg") else str(exc)
+    if phonenumbers.is_valid_number(num):
+        return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164), ""
+    possible = phonenumbers.is_possible_number_with_reason(num)
+    where = phonenumbers.region_code_for_country_code(num.country_code)
+    detail = _POSSIBLE.get(possible, "no number range of that country starts so")
+    if possible == phonenumbers.ValidationResult.INVALID_COUNTRY_CODE:
+        return None, f"{detail} (+{num.country_code})"
+    return None, f"{detail} (+{num.country_code}, {where})"
+
+
+@functools.cache
+def _idd_is_00(region: str) -> bool:
+    md = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
+    return md is not None and md.international_prefix == "00"
 
 
 def validate_chunk(
@@ -187,18 +222,20 @@ def validate_chunk(
     df = df.loc[~ctrl]
 
     if len(df):
-        email, ok = _normalise_email(df["email"])
+        email, ok, why = _normalise_email(df["email"], rules.allow_test_domains)
         empty = df["email"] == ""
         if rules.require_email:
             rejects.add(df, empty, "missing_email", "email is empty (required by [validation] require_email)")
         invalid = ~ok & ~empty
         if invalid.any():  # the reasons are text for every row: build them only when needed
-            rejects.add(df, invalid, "invalid_email", "email '" + df["email"] + "' is not a valid address")
+            rejects.add(
+                df, invalid, "invalid_email", "email '" + df["email"] + "' is not a valid address: " + why
+            )
         keep = ~invalid & ~(empty & rules.require_email)
         df = df.assign(email=email).loc[keep]
 
     if len(df):
-        phone, ok = _normalise_phone(df["phone"], rules.default_region)
+        phone, ok, why = _normalise_phone(df["phone"], rules.default_region)
         empty = df["phone"] == ""
         if rules.require_phone:
             rejects.add(df, empty, "missing_phone", "phone is empty (required by [validation] require_phone)")
@@ -208,7 +245,11 @@ def validate_chunk(
                 df,
                 invalid,
                 "invalid_phone",
-                "phone '" + df["phone"] + f"' is not a valid number (default region {rules.default_region})",
+                "phone '"
+                + df["phone"]
+                + "' is not a valid number: "
+                + why
+                + f" (default region {rules.default_region})",
             )
         keep = ~invalid & ~(empty & rules.require_phone)
         df = df.assign(phone=phone).loc[keep]

@@ -51,7 +51,7 @@ def write_segment(path: Path, rows: int, long_rows: dict[int, int] | None = None
         w.writerow(["customer_id", "email", "phone", "message"])
         for i in range(rows):
             message = "x" * (long_rows or {}).get(i, 5)
-            w.writerow([f"C{i:06d}", f"u{i}@example.com", "+420612345678", message])
+            w.writerow([f"C{i:06d}", f"u{i}@example.com", "+420602345678", message])
 
 
 def campaign_file(
@@ -90,11 +90,21 @@ def test_registry_has_one_entry_per_crm_with_documented_limits() -> None:
     assert set(FORMATS) == {"moengage", "bloomreach", "braze"}
     assert (FORMATS["moengage"].id_column, FORMATS["moengage"].max_value_chars) == ("ID", 512)
     bloom = FORMATS["bloomreach"]
-    assert (bloom.id_column, bloom.max_rows_per_file, bloom.max_bytes_per_file) == ("registered", 1_000_000, 10**9)
+    assert (bloom.id_column, bloom.max_rows_per_file, bloom.max_bytes_per_file) == (
+        "registered",
+        1_000_000,
+        10**9,
+    )
     assert bloom.pass_through == ("email", "phone")
     braze = FORMATS["braze"]
-    assert (braze.id_column, braze.max_bytes_per_file, braze.max_value_chars) == ("external_id", 500 * 10**6, 255)
-    with pytest.raises(ConfigError, match="unknown export format 'hubspot'; known formats: bloomreach, braze, moengage"):
+    assert (braze.id_column, braze.max_bytes_per_file, braze.max_value_chars) == (
+        "external_id",
+        500 * 10**6,
+        255,
+    )
+    with pytest.raises(
+        ConfigError, match="unknown export format 'hubspot'; known formats: bloomreach, braze, moengage"
+    ):
         get_format("hubspot")
 
 
@@ -103,8 +113,15 @@ def test_formats_validated_against_the_registry(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_campaign(path)
     text = str(err.value)
-    assert "[export.formats]" in text and "'salesforce'" in text and "known formats: bloomreach, braze, moengage" in text
-    path.write_text(CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export='formats = ["braze", "braze"]'), encoding="utf-8")
+    assert (
+        "[export.formats]" in text
+        and "'salesforce'" in text
+        and "known formats: bloomreach, braze, moengage" in text
+    )
+    path.write_text(
+        CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export='formats = ["braze", "braze"]'),
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError, match="listed more than once: braze"):
         load_campaign(path)
 
@@ -117,16 +134,27 @@ def test_per_format_sections_and_their_limits(tmp_path: Path) -> None:
     )
     exp = load_campaign(path).export
     assert exp.format_settings("moengage") == MoEngageSettings(file_naming="s3_import")
-    assert exp.format_settings("bloomreach") == BloomreachSettings(id_column="customer_key", max_bytes_per_file=5000)
+    assert exp.format_settings("bloomreach") == BloomreachSettings(
+        id_column="customer_key", max_bytes_per_file=5000
+    )
     # a limit may be lowered, never raised past the CRM's documented one
     for section, key in (("bloomreach", "max_rows_per_file = 2000000"), ("braze", "max_value_chars = 300")):
-        path.write_text(CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export=f"[export.{section}]\n{key}"), encoding="utf-8")
+        path.write_text(
+            CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export=f"[export.{section}]\n{key}"),
+            encoding="utf-8",
+        )
         with pytest.raises(ConfigError, match=rf"\[export\.{section}\.{key.split()[0]}\]"):
             load_campaign(path)
-    path.write_text(CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export='[export.moengage]\nfile_naming = "sftp"'), encoding="utf-8")
+    path.write_text(
+        CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export='[export.moengage]\nfile_naming = "sftp"'),
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError, match=r"\[export\.moengage\.file_naming\]"):
         load_campaign(path)
-    path.write_text(CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export="[export.bloomreach]\nid_colum = 'x'"), encoding="utf-8")
+    path.write_text(
+        CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export="[export.bloomreach]\nid_colum = 'x'"),
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError, match=r"\[export\.bloomreach\.id_colum\] unknown key"):
         load_campaign(path)
 
@@ -139,7 +167,11 @@ def test_old_bloomreach_id_column_key_still_works(tmp_path: Path) -> None:
     bloom = next(f for f in result.export_files if "-bloomreach-" in f)
     assert list(read_csv(bloom)[0])[:3] == ["crm_id", "email", "phone"]
     path.write_text(
-        CAMPAIGN.format(chunk=20, ledger="sqlite:///l.db", export='bloomreach_id_column = "a"\n[export.bloomreach]\nid_column = "b"'),
+        CAMPAIGN.format(
+            chunk=20,
+            ledger="sqlite:///l.db",
+            export='bloomreach_id_column = "a"\n[export.bloomreach]\nid_column = "b"',
+        ),
         encoding="utf-8",
     )
     with pytest.raises(ConfigError, match="disagree"):
@@ -169,7 +201,10 @@ def test_moengage_s3_import_naming(tmp_path: Path) -> None:
 
 def test_bloomreach_export_split_by_bytes(tmp_path: Path) -> None:
     path = campaign_file(
-        tmp_path, 'formats = ["bloomreach"]\n[export.bloomreach]\nmax_bytes_per_file = 4096', rows=200, chunk=70
+        tmp_path,
+        'formats = ["bloomreach"]\n[export.bloomreach]\nmax_bytes_per_file = 4096',
+        rows=200,
+        chunk=70,
     )
     result = run_issue(load_campaign(path))
     parts = sorted(result.export_files)
@@ -182,11 +217,20 @@ def test_bloomreach_export_split_by_bytes(tmp_path: Path) -> None:
 
 def test_writer_refuses_a_row_bigger_than_the_byte_limit(tmp_path: Path) -> None:
     exp = AttributeExport(
-        kind="bloomreach", directory=tmp_path, campaign="c", provider="skycore", run_id="r" * 16,
+        kind="bloomreach",
+        directory=tmp_path,
+        campaign="c",
+        provider="skycore",
+        run_id="r" * 16,
         max_bytes_per_file=1024,
     )
     frame = pd.DataFrame(
-        {"customer_id": ["a"], "pass_id": ["p"], "pass_link": ["x" * 2000], "pass_gendate": ["2026-01-01T00:00:00Z"]},
+        {
+            "customer_id": ["a"],
+            "pass_id": ["p"],
+            "pass_link": ["x" * 2000],
+            "pass_gendate": ["2026-01-01T00:00:00Z"],
+        },
         dtype="str",
     )
     with pytest.raises(PassflowError, match="more than the Bloomreach file limit of 1024 bytes"):
@@ -205,7 +249,9 @@ def test_600_character_link_is_rejected_before_anything_is_issued(
     if pooled:
         monkeypatch.setattr(staging, "POOL_MIN_CSV_BYTES", 0)
     # the message makes row 7's link 600+ characters; row 8's stays just under 512
-    path = campaign_file(tmp_path, 'formats = ["moengage", "bloomreach"]', long_rows={7: 500, 8: 330}, ledger=db_url)
+    path = campaign_file(
+        tmp_path, 'formats = ["moengage", "bloomreach"]', long_rows={7: 500, 8: 330}, ledger=db_url
+    )
     run = IssueRun(load_campaign(path))
     try:
         if pooled:
@@ -246,24 +292,34 @@ def test_braze_rule_is_stricter_and_names_braze(tmp_path: Path) -> None:
 def test_value_rules_are_pure_functions_of_the_frame() -> None:
     limits = value_limits([(FORMATS["moengage"], None), (FORMATS["bloomreach"], None)])
     frame = pd.DataFrame(
-        {ROW: [2, 3, 4, 5], "customer_id": ["a", "b" * 513, "c", "d"], "pass_id": ["p", "q", "r", "s"],
-         "pass_link": ["l" * 512, "l", "é" * 513, "é" * 500]},  # é: 2 bytes, 1 character
+        {
+            ROW: [2, 3, 4, 5],
+            "customer_id": ["a", "b" * 513, "c", "d"],
+            "pass_id": ["p", "q", "r", "s"],
+            "pass_link": ["l" * 512, "l", "é" * 513, "é" * 500],
+        },  # é: 2 bytes, 1 character
         dtype="str",
     ).astype({ROW: "int64"})
     rejects = Rejects()
     kept = reject_long_values(frame, limits, rejects)
     assert kept["customer_id"].tolist() == ["a", "d"] and frame.shape == (4, 4)  # input untouched
     reasons = rejects.frame().set_index("row")["reason"]
-    assert reasons[3].startswith("customer_id is 513 characters") and reasons[4].startswith("pass_link is 513")
+    assert reasons[3].startswith("customer_id is 513 characters") and reasons[4].startswith(
+        "pass_link is 513"
+    )
     assert not reject_long_values(frame, value_limits([(FORMATS["bloomreach"], None)]), Rejects()).empty
 
 
 def test_too_long_api_link_is_a_failed_row_never_truncated() -> None:
     limits = value_limits([(FORMATS["moengage"], None)])
     outcomes = pd.DataFrame(
-        {"customer_id": ["a", "b", "c"], "pass_id": ["1", "2", "3"],
-         "pass_link": ["https://x/" + "y" * 600, "https://x/ok", "https://x/" + "z" * 600],
-         "status": ["issued", "issued", "failed"], "last_error": [None, None, "HTTP500"]}
+        {
+            "customer_id": ["a", "b", "c"],
+            "pass_id": ["1", "2", "3"],
+            "pass_link": ["https://x/" + "y" * 600, "https://x/ok", "https://x/" + "z" * 600],
+            "status": ["issued", "issued", "failed"],
+            "last_error": [None, None, "HTTP500"],
+        }
     )
     out = fail_long_values(outcomes, limits)
     assert out["status"].tolist() == ["failed", "issued", "failed"]
@@ -303,7 +359,9 @@ max_value_chars = 30
     assert created > 20 and result.counts.failed == created and result.counts.issued == 0
     rows = read_csv(result.failures_file)
     assert len(rows) == created
-    assert all(r["reason"].startswith("pass_link is ") and "MoEngage accepts at most 30" in r["reason"] for r in rows)
+    assert all(
+        r["reason"].startswith("pass_link is ") and "MoEngage accepts at most 30" in r["reason"] for r in rows
+    )
     assert read_csv(result.export_files[0]) == []  # not exported, and never cut to 30 characters
 
 

@@ -75,11 +75,13 @@ def test_cp1252_euro_and_accents(tmp_path: Path) -> None:
     assert records(df) == [{"email": "a@example.com", "name": "René", "credit": "5 €", "__row__": 2}]
 
 
-def test_latin1_when_bytes_are_undefined_in_cp1252(tmp_path: Path) -> None:
-    # 0x81 has no cp1252 mapping, so a cp1252 reader would fail; latin-1 maps every byte.
+def test_bytes_undefined_in_cp1252_stop_instead_of_latin1_c1(tmp_path: Path) -> None:
+    # 0x81 has no cp1252 mapping; latin-1 would map it to a C1 control, cp1251 to a Cyrillic letter
+    # inside a Latin word: no reading is text, so the run stops with the fix (never silent mojibake).
     path = write(tmp_path, b"email,name\na@example.com,Ren\xe9\x81\n")
-    assert detect_csv_dialect(path).encoding == "latin-1"
-    assert read_all(path)["name"].tolist() == ["René\x81"]
+    with pytest.raises(SourceError, match=r'segment\.csv.*cp1252.*\[source\] encoding = "'):
+        detect_csv_dialect(path)
+    assert read_all(path, encoding="latin-1")["name"].tolist() == ["René\x81"]  # declared wins
 
 
 def test_invalid_utf8_late_in_a_large_file_is_detected(tmp_path: Path) -> None:
@@ -91,10 +93,19 @@ def test_invalid_utf8_late_in_a_large_file_is_detected(tmp_path: Path) -> None:
     )
     path = write(tmp_path, b"\n".join(lines) + b"\n")
     assert path.stat().st_size > 1 << 20
-    assert detect_csv_dialect(path).encoding == "cp1252"
-    df = read_all(path)
-    assert df["name"].iloc[0] == "ZoÃ«"  # cp1252 view of the UTF-8 bytes: the file is mixed
-    assert df["name"].iloc[-1] == "René"
+    # The sample takes the file's tail too: a mixed file stops the run (it used to read as cp1252,
+    # turning every "ë" into "Ã«").
+    with pytest.raises(SourceError, match=r"mixed or damaged.*\[source\] encoding"):
+        detect_csv_dialect(path)
+
+
+def test_invalid_utf8_outside_the_sample_stops_the_reader(tmp_path: Path) -> None:
+    lines = [b"email,name"] + [b"u%d@example.com,Zo\xc3\xab" % i for i in range(70_000)]
+    lines[40_000] = b"mid@example.com,Ren\xe9"  # between the sample's slices
+    path = write(tmp_path, b"\n".join(lines) + b"\n")
+    assert detect_csv_dialect(path).encoding == "utf-8"
+    with pytest.raises(SourceError, match=r"cannot decode the file as utf-8.*\[source\] encoding"):
+        read_all(path)
 
 
 def test_utf16_with_bom_from_excel_unicode_text(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import random
-import re
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ from passflow.config import load_campaign
 from passflow.providers.skycore.links import build_link, build_links
 from passflow.run import IssueRun, staging
 from passflow.seen import SeenKeys, hash_keys
-from passflow.validate import _PHONE_PUNCT, _PHONE_PUNCT_RE2
+from passflow.validate import _PHONE_PUNCT_RE2
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 CAMPAIGN = """
@@ -65,7 +64,7 @@ def write_segment(path: Path, rows: int = 1500) -> None:
             elif r < 0.05:
                 cid = ""
             email = rng.choice([f"u{i}@example.com", f"u{i}+x@example.com", "nope", f"U{i}@Example.COM", ""])
-            phone = rng.choice(["+420612345678", "(555) 123-4567", "12", "00420 612 345 678", ""])
+            phone = rng.choice(["+420602345678", "(555) 123-4567", "12", "00420 602 345 678", ""])
             code = rng.choice([f"K{i % 1200}", f"K{i % 1200}", f"K-{i}"])  # duplicate and invalid pass ids
             points = rng.choice(["0", "5", "10"])  # 0: a template error
             first = rng.choice(["Anna", "Zoë", "José", "", "Mary, Jr.", '"Q"', "=cmd"])
@@ -200,7 +199,6 @@ def test_small_segments_do_not_start_workers(tmp_path: Path, salt: None) -> None
     assert run._pool is None
 
 
-
 # -- the shared key set ---------------------------------------------------------------------------
 
 
@@ -242,7 +240,6 @@ def test_seen_keys_as_a_set() -> None:
         seen.check_and_add_hashes(values[:1], np.array([1]))
 
 
-
 @pytest.mark.parametrize("spill_keys", [1, 7, 60, 400])
 def test_seen_keys_spilled_to_disk_answer_like_in_memory(spill_keys: int) -> None:
     """Big sets move their keys to disk (Bloom filter + pages): same first rows, same membership."""
@@ -259,13 +256,16 @@ def test_seen_keys_spilled_to_disk_answer_like_in_memory(spill_keys: int) -> Non
         assert disk._spilled or len(memory) <= spill_keys
     as_set, ref = SeenKeys(spill_keys=spill_keys), SeenKeys()
     for _ in range(15):
-        values = hash_keys(pd.Series([f"z{rng.randint(0, 2000)}" for _ in range(rng.randint(0, 200))], dtype="str"))
+        values = hash_keys(
+            pd.Series([f"z{rng.randint(0, 2000)}" for _ in range(rng.randint(0, 200))], dtype="str")
+        )
         assert (as_set.contains(values) == ref.contains(values)).all()
         new = np.unique(values[~ref.contains(values)])
         as_set.add(new)
         ref.add(new)
     with pytest.raises(ValueError, match="not both"):
         as_set.check_and_add_hashes(hash_keys(pd.Series(["x"], dtype="str")), np.array([1]))
+
 
 # -- link encoding and validation fast paths -------------------------------------------------------
 
@@ -286,14 +286,16 @@ def test_vectorised_encoding_equals_quote(values: list[str]) -> None:
     assert all(f"message4={quote(v, safe='@:/')}&" in link for v, link in zip(values, links, strict=True))
 
 
-def test_phone_punctuation_class_matches_python_whitespace() -> None:
-    # every code point Python's \s matches, and neighbours that it does not
-    spaces = [chr(c) for c in range(0x110000) if re.match(r"\s", chr(c))]
-    others = ["\x1b", "\x84", "\u200b", "\u2060", "\ufeff", "a", "+", "("]
-    text = "".join(spaces) + "|" + "".join(others) + "|().-/"
-    expected = re.sub(_PHONE_PUNCT, "", text)
-    got = pc.replace_substring_regex(pa.array([text]), _PHONE_PUNCT_RE2, "")[0].as_py()
-    assert got == expected
+def test_phone_punctuation_class_is_what_phonenumbers_skips() -> None:
+    # the fast path removes only separators phonenumbers' parser also accepts, so it cannot accept a
+    # number the library calls NOT_A_NUMBER (a tab, a line separator, ...)
+    from phonenumbers.phonenumberutil import _VALID_PUNCTUATION
+
+    every = "".join(chr(c) for c in range(0x3000 + 1))
+    kept = pc.replace_substring_regex(pa.array([every]), _PHONE_PUNCT_RE2, "")[0].as_py()
+    removed = set(every) - set(kept)
+    assert removed == set(" \xa0().-/")
+    assert all(ch in _VALID_PUNCTUATION for ch in removed)
 
 
 def test_sharded_pooled_run_refreshes_its_own_lock(

@@ -199,6 +199,7 @@ class IssueRun:
             require_email=campaign.validation.require_email,
             require_phone=campaign.validation.require_phone,
             default_region=campaign.validation.default_phone_region,
+            allow_test_domains=campaign.validation.allow_test_domains,
         )
         self.issuer = make_issuer(campaign, self.now, dry_run=dry_run)
         # CRM limits on attribute values: a row over them is rejected before anything is issued

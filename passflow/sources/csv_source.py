@@ -31,9 +31,10 @@ import codecs
 import csv
 import functools
 import io
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -43,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from passflow.errors import SourceError
+from passflow.sources.encoding import C1_PATTERN_RE2, resolve_encoding, undecided
 
 __all__ = ["CsvDialect", "MalformedRow", "detect_csv_dialect", "read_csv_chunks", "ROW_COLUMN"]
 
@@ -50,8 +52,6 @@ ROW_COLUMN = "__row__"
 _RAW_MAX = 200
 _SCAN_BLOCK = 1 << 20
 _QUOTE, _LF, _CR = ord('"'), ord("\n"), ord("\r")
-# Bytes that cp1252 leaves undefined; a non-UTF-8 file containing one must be latin-1.
-_CP1252_UNDEFINED_BYTES = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")  # `in` runs at memchr speed
 _DELIMITER_CANDIDATES = (",", ";", "\t")  # order breaks ties: comma is the most common export
 _DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 
@@ -62,6 +62,8 @@ class CsvDialect:
 
     encoding: str
     delimiter: str
+    # detected (not declared): values holding C1 controls stop the run (passflow.sources.encoding)
+    detected: bool = field(default=False, compare=False)
 
 
 @dataclass
@@ -79,20 +81,21 @@ class MalformedRow:
 def detect_csv_dialect(path: Path, encoding: str = "auto", delimiter: str = "auto") -> CsvDialect:
     """Work out how to read ``path``; explicit values are validated and returned as given.
 
-    encoding "auto": UTF-8 BOM -> utf-8-sig; UTF-16 BOM -> utf-16; whole file valid UTF-8 -> utf-8;
-    otherwise cp1252, or latin-1 if the file has bytes cp1252 leaves undefined.
+    encoding "auto": see :func:`passflow.sources.encoding.resolve_encoding` (BOM, UTF-8 sample, else
+    the Windows/ISO code page the sample reads as; undecidable files raise SourceError with the fix).
     delimiter "auto": the most frequent of , ; TAB outside quotes in the header line (comma if none).
     Raises SourceError if the file is missing/unreadable or empty.
     """
     path = Path(path)
     _check_file(path)
-    enc = _sniff_encoding(path) if encoding == "auto" else _checked_encoding(encoding)
+    choice = resolve_encoding(path, encoding)
+    enc = choice.encoding
     if delimiter == "auto":
         header_line = _first_line(path, enc)
         delim = _sniff_delimiter(header_line)
     else:
         delim = _checked_delimiter(delimiter)
-    return CsvDialect(encoding=enc, delimiter=delim)
+    return CsvDialect(encoding=enc, delimiter=delim, detected=choice.how != "declared")
 
 
 def _check_file(path: Path) -> None:
@@ -108,55 +111,11 @@ def _check_file(path: Path) -> None:
         raise SourceError(f"{path}: segment file is empty (no header row)")
 
 
-def _checked_encoding(encoding: str) -> str:
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise SourceError(f"unknown CSV encoding {encoding!r} (use 'auto', 'utf-8', 'cp1252', ...)") from None
-    return encoding
-
-
 def _checked_delimiter(delimiter: str) -> str:
     delim = _DELIMITER_ALIASES.get(delimiter.lower(), delimiter)
     if len(delim) != 1 or delim in ('"', "\r", "\n"):
         raise SourceError(f"invalid CSV delimiter {delimiter!r}: use 'auto' or one character such as ';'")
     return delim
-
-
-def _sniff_encoding(path: Path) -> str:
-    # One pass over the raw bytes in blocks (constant memory): validate UTF-8 with an incremental
-    # decoder and note cp1252-undefined bytes in the same pass, so the fallback needs no re-read.
-    try:
-        with path.open("rb") as f:
-            head = f.read(4)
-            if head.startswith(codecs.BOM_UTF8):
-                return "utf-8-sig"
-            if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-                return "utf-16"  # Excel's "Unicode text" export
-            f.seek(0)
-            decoder = codecs.getincrementaldecoder("utf-8")()
-            is_utf8 = True
-            has_cp1252_undefined = False
-            while block := f.read(_SCAN_BLOCK):
-                if is_utf8:
-                    try:
-                        decoder.decode(block)
-                    except UnicodeDecodeError:
-                        is_utf8 = False
-                if not has_cp1252_undefined and any(b in block for b in _CP1252_UNDEFINED_BYTES):
-                    has_cp1252_undefined = True
-                if not is_utf8 and has_cp1252_undefined:
-                    break  # the answer cannot change any more
-            if is_utf8:
-                try:
-                    decoder.decode(b"", final=True)  # a multi-byte sequence cut off at EOF
-                except UnicodeDecodeError:
-                    is_utf8 = False
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read segment file: {exc.strerror or exc}") from None
-    if is_utf8:
-        return "utf-8"
-    return "latin-1" if has_cp1252_undefined else "cp1252"
 
 
 def _first_line(path: Path, encoding: str, limit: int = 1 << 16) -> str:
@@ -376,7 +335,7 @@ def _record_chunks(
                         flat.extend(record)
                         rows.append(row_no)
                         if len(rows) >= chunk_size:
-                            yield _build_chunk(names, flat, rows)
+                            yield _checked_c1(path, dialect, _build_chunk(names, flat, rows))
                             flat, rows = [], []
                     break
                 except csv.Error as exc:
@@ -389,10 +348,29 @@ def _record_chunks(
         except UnicodeDecodeError as exc:
             raise SourceError(
                 f"{path}: cannot decode the file as {dialect.encoding} after row {row_no}: {exc.reason}; "
-                "use encoding 'auto' or the encoding the file was exported with"
+                'nothing was issued. Set the encoding the file was saved with, e.g. [source] encoding = "cp1250"'
+                + (" (it was detected on a sample of the file)" if dialect.detected else "")
             ) from None
         if rows:
-            yield _build_chunk(names, flat, rows)
+            yield _checked_c1(path, dialect, _build_chunk(names, flat, rows))
+
+
+def _checked_c1(path: Path, dialect: CsvDialect, chunk: pd.DataFrame) -> pd.DataFrame:
+    """A detected encoding whose values hold C1 controls was a wrong guess: stop (never mojibake)."""
+    if not dialect.detected:
+        return chunk
+    for name in chunk.columns[:-1]:
+        arr = pa.array(chunk[name], type=pa.large_string())
+        hit = pc.match_substring_regex(arr, C1_PATTERN_RE2)
+        if pc.any(hit).as_py():
+            row = int(chunk[ROW_COLUMN].to_numpy()[np.flatnonzero(hit.to_numpy(zero_copy_only=False))[0]])
+            raise undecided(
+                path,
+                f"read as {dialect.encoding}, row {row} (column {name!r}) holds C1 control characters "
+                "(U+0080–U+009F), so that reading is wrong",
+                (dialect.encoding,),
+            )
+    return chunk
 
 
 def _open_at(path: Path, dialect: CsvDialect, offset: int) -> TextIO:
@@ -417,6 +395,7 @@ def _open_at(path: Path, dialect: CsvDialect, offset: int) -> TextIO:
 # Bytes read at a time: about one chunk's worth (memory stays that of a chunk), within these bounds.
 _PLAIN_BLOCK_MIN, _PLAIN_BLOCK_MAX = 64 << 10, 8 << 20
 _PLAIN_ENCODINGS = ("utf-8", "utf-8-sig")
+_UTF8_C1 = re.compile(b"\xc2[\x80-\x9f]")
 
 
 def _plain_prefix_start(path: Path, dialect: CsvDialect, n_names: int) -> tuple[int, int] | None:
@@ -547,6 +526,8 @@ class _PlainBlocks:
         lines = block.count(b"\n") + (not block.endswith(b"\n"))
         if b"\x00" in block or (b"\r" in block and block.count(b"\r") != block.count(b"\r\n")):
             return None
+        if b"\xc2" in block and _UTF8_C1.search(block):  # memchr first: C1 is U+0080–U+009F
+            return None  # the csv module reads on and stops the run at that row (_checked_c1)
         delim = self.delimiter.encode()
         quoted = b'"' in block
         if quoted and not _quotes_plain(block, delim):

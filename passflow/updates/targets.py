@@ -161,6 +161,7 @@ def _field_rules(campaign: Campaign) -> FieldRules:
         require_email=val.require_email,
         require_phone=val.require_phone,
         default_region=val.default_phone_region,
+        allow_test_domains=val.allow_test_domains,
     )
 
 
