@@ -8,9 +8,9 @@
 from __future__ import annotations
 
 from passflow.providers import registry
-from passflow.providers.googlewallet import sandbox
+from passflow.providers.googlewallet import linkcheck, sandbox
 from passflow.providers.googlewallet.settings import GoogleWalletSettings
-from passflow.providers.spec import Provider, SandboxHook
+from passflow.providers.spec import LinkCheckSupport, Provider, SandboxHook
 
 
 def _issuer(campaign, now, dry_run):  # noqa: ANN001, ANN202 - the Provider.issuer signature
@@ -32,5 +32,8 @@ PROVIDER = registry.register(
         calls_vendor=False,  # save links are signed here; the object is created when the customer saves it
         secrets=_secrets,
         sandbox=SandboxHook(target=sandbox.sandbox_target, demo_env=sandbox.demo_env),
+        links=LinkCheckSupport(
+            recognises=linkcheck.recognises, explain=linkcheck.explain, checker=linkcheck.checker
+        ),
     )
 )
