@@ -320,12 +320,15 @@ def verify_link_cmd(
     campaign: Annotated[Path | None, typer.Option(help="Use this campaign's recipe and salt")] = None,
 ) -> None:
     """Check signed links. For one link, report every checksum recipe that matches it."""
+    from passflow.providers.linkcheck import check_export_any, explain_any
     from passflow.providers.skycore.linkcheck import check_export, explain_link, recipe_and_salt
 
     try:
-        recipe, salt = recipe_and_salt(campaign=campaign, salt_env=salt_env)
+        generic = check_export_any(export, campaign) if export is not None else None
+        if generic is None and (export is not None or not links or any(explain_any(u, None) is None for u in links)):
+            recipe, salt = recipe_and_salt(campaign=campaign, salt_env=salt_env)
         if export is not None:
-            ok, bad, total = check_export(export, salt=salt, recipe=recipe)
+            ok, bad, total = generic or check_export(export, salt=salt, recipe=recipe)
             console.print(f"{export}: {ok} of {total} links verify" + (f"; {len(bad)} do not" if bad else ""), soft_wrap=True, markup=False)
             for row, reason in bad[:20]:
                 console.print(f"  row {row}: {reason}", highlight=False)
@@ -336,7 +339,7 @@ def verify_link_cmd(
             raise PassflowError("give one or more links, or --export FILE")
         failures = 0
         for link in links:
-            text, good = explain_link(link, salt=salt, recipe=recipe if campaign else None)
+            text, good = explain_any(link, campaign) or explain_link(link, salt=salt, recipe=recipe if campaign else None)
             console.print(text, highlight=False, markup=False)
             failures += not good
         if failures:

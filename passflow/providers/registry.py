@@ -19,7 +19,7 @@ from passflow.errors import ConfigError
 from passflow.providers.spec import Provider
 
 PLUGINS_ENV = "PASSFLOW_PROVIDERS"
-BUILT_IN = ("passflow.providers.skycore", "passflow.providers.passmachine")
+BUILT_IN = ("passflow.providers.skycore", "passflow.providers.passmachine", "passflow.providers.googlewallet")
 
 _providers: dict[str, Provider] = {}
 _loaded = False

@@ -67,6 +67,18 @@ class SandboxHook:
 
 
 @dataclass(frozen=True)
+class LinkCheckSupport:
+    """How ``passflow verify-link`` checks a provider's signed links (Skycore's own checker predates this)."""
+
+    #: whether a link is one of this provider's (by its shape)
+    recognises: Callable[[str], bool]
+    #: (link, campaign or None) -> (a short report, valid)
+    explain: Callable[[str, Campaign | None], tuple[str, bool]]
+    #: (campaign or None) -> a check of one link: link -> None if valid, else the reason
+    checker: Callable[[Campaign | None], Callable[[str], str | None]]
+
+
+@dataclass(frozen=True)
 class Provider:
     """One vendor (or wallet) passflow issues passes through."""
 
@@ -86,5 +98,6 @@ class Provider:
     updates: UpdateSupport | None = None
     callbacks: CallbackSupport | None = None
     sandbox: SandboxHook | None = None
+    links: LinkCheckSupport | None = None
     #: the ledger column holding the customer id the vendor echoes in callbacks (for messages)
     description: str = ""
