@@ -22,12 +22,8 @@ from passflow.callbacks.auth import TOKEN_HEADER, signed_headers
 from passflow.providers.skycore.postbacks import SKYCORE_CODES
 
 _SKYCORE_CODE = {event: code for code, event in SKYCORE_CODES.items()}
-_PASSMACHINE_EVENT = {
-    "added": "pass.added",
-    "installed": "pass.added",
-    "removed": "pass.removed",
-    "uninstalled": "pass.removed",
-}
+_PASSMACHINE_EVENT = {"added": "pass.added", "installed": "pass.added", "removed": "pass.removed",
+                      "uninstalled": "pass.removed"}
 STALE_BY_S = 3600  # a "stale" signature is this much older than now
 
 

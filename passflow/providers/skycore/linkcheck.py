@@ -50,13 +50,13 @@ def explain_link(link: str, *, salt: str | None, recipe: LinkRecipe | None) -> t
         hint = "" if salt else " (if the link is salted, pass --salt-env VAR with the salt in VAR)"
         return head + f"\n  INVALID: no recipe matches{hint}", False
     lines = [head, "  VALID under:"] + [f"    {m.describe()}" for m in matches]
-    lines.append("  set these in the campaign's [skycore] section (salt_position / hex_case / hash_input)")
+    lines.append(
+        "  set these in the campaign's [skycore] section (salt_position / hex_case / hash_input)"
+    )
     return "\n".join(lines), True
 
 
-def check_export(
-    path: Path, *, salt: str | None, recipe: LinkRecipe
-) -> tuple[int, list[tuple[int, str]], int]:
+def check_export(path: Path, *, salt: str | None, recipe: LinkRecipe) -> tuple[int, list[tuple[int, str]], int]:
     """Verify every link of an export file. Returns (valid, [(row, reason)], total)."""
     if not path.exists():
         raise PassflowError(f"{path}: file not found")
@@ -65,9 +65,7 @@ def check_export(
         reader = csv.DictReader(f)
         cols = [c for c in (reader.fieldnames or []) if c.endswith("_pass_link")]
         if not cols:
-            raise PassflowError(
-                f"{path}: no *_pass_link column (columns: {', '.join(reader.fieldnames or [])})"
-            )
+            raise PassflowError(f"{path}: no *_pass_link column (columns: {', '.join(reader.fieldnames or [])})")
         for i, row in enumerate(reader, start=2):
             total += 1
             if verify_link(row[cols[0]], salt=salt, recipe=recipe):
