@@ -165,6 +165,43 @@ def test_transient_errors_are_retried_within_the_limiter(setup, sandbox: Sandbox
     assert sky(sandbox)["updates"] == 3
 
 
+@pytest.mark.parametrize("code", ["E106", "E113"])
+def test_throttling_bursts_update_everyone_exactly_once(setup, sandbox: SandboxHandle, code: str) -> None:  # noqa: ANN001
+    # Skycore's throttling comes as failure bodies; every third call is refused (up to 6).
+    campaign = setup()
+    fault = FaultRule(kind="skycore_error", error_code=code, endpoint="skycore_update", every=3, count=6)
+    sandbox.admin.configure(faults=[fault])
+    ids = [f"C{i}" for i in range(1, 11)]
+    out = run_update(campaign, UpdateRequest(mode="customers", customer_ids=ids, action="expire"))
+    assert out["sent"] == 10 and out.get("failed", 0) == 0
+    fired = sandbox.admin.stats()["faults"][0]["fired"]
+    assert fired >= 3 and out["vendor_calls"] == 10 + fired  # each refused attempt was retried
+    applied = [u["pass-id"] for u in sandbox.admin.skycore_updates() if u["result"] == "success"]
+    assert sorted(applied) == sorted(f"PC{i}" for i in range(1, 11))  # each exactly once
+
+
+@pytest.mark.parametrize(("code", "says"), [("E104", "API Settings"), ("E120", "quota")])
+def test_auth_or_quota_mid_run_stops_and_the_rerun_finishes(
+    setup, sandbox: SandboxHandle, code, says
+) -> None:  # noqa: ANN001
+    campaign = setup()
+    sandbox.admin.configure(
+        faults=[FaultRule(kind="skycore_error", error_code=code, endpoint="skycore_update", after=3, count=1)]
+    )
+    ids = [f"C{i}" for i in range(1, 11)]
+    with pytest.raises(VendorError, match=f"stopped: {code}.*fix: .*{says}"):
+        run_update(campaign, UpdateRequest(mode="customers", customer_ids=ids, action="expire"))
+    done = sky(sandbox)["updates"]
+    assert 3 <= done < 10
+    sandbox.admin.configure(faults=[])
+    rerun = run_update(
+        load_campaign(campaign.path), UpdateRequest(mode="customers", customer_ids=ids, action="expire")
+    )
+    applied = [u["pass-id"] for u in sandbox.admin.skycore_updates() if u["result"] == "success"]
+    assert sorted(set(applied)) == sorted(f"PC{i}" for i in range(1, 11))
+    assert rerun["sent"] + done >= 10
+
+
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_batch_diff_updates_only_changed_customers(
     setup, sandbox: SandboxHandle, tmp_path: Path, db, request
