@@ -59,7 +59,7 @@ def _upd(kind: str, **kw: Any) -> dict[str, Any]:
 BOTH = ("passmachine", "skycore")
 PM = ("passmachine",)
 # name → (the fault, the providers it applies to). Skycore has no token (an API key): the token
-# cases are Passmachine's; a key revoked mid-run is Skycore's E101 ("refused credentials": stop).
+# cases are Passmachine's; a key revoked mid-run is Skycore's E104 ("refused credentials": stop).
 MATRIX: dict[str, tuple[Fault, tuple[str, ...]]] = {
     "429-retry-after-seconds": (Fault([_upd("status", code=429, after=10, count=4)], {"retry_after": "seconds"}), BOTH),
     "429-retry-after-http-date": (
@@ -208,7 +208,7 @@ def test_refused_credentials_stop_the_update_run_at_the_first_call(
     with pytest.raises(VendorError, match="update run stopped: ") as exc:
         run_update(_load(path, Fault()), events)
     assert secret not in str(exc.value)
-    assert ("E101" if provider == "skycore" else "401") in str(exc.value)  # the vendor's word
+    assert ("E104" if provider == "skycore" else "401") in str(exc.value)  # the vendor's word
     after = sandbox.admin.stats()["requests"]
     endpoint = ENDPOINT[provider] if provider == "skycore" else "authenticate"
     calls = sum(after.get(endpoint, {}).values()) - sum(before.get(endpoint, {}).values())

@@ -421,20 +421,22 @@ def test_skycore_salted_link_uses_the_registered_recipe(sandbox: SandboxHandle) 
     assert httpx.get(build_link(base + "OTHER", PARAMS, salt="s3cret", recipe=recipe)).status_code == 403
 
 
-def test_skycore_update_answers_200_with_success_or_failure(sandbox: SandboxHandle) -> None:
-    url = f"{sandbox.skycore_url}/api/passes/coupon/update"
+def test_skycore_api_answers_200_with_success_or_failure(sandbox: SandboxHandle) -> None:
+    # The published v3 shape: one account API URL, the function in `action`.
+    url = sandbox.skycore_url
     body = {
+        "action": "updatepassdata",
         "pass-id": "MOEDAnna2022",
         "pass-template-id": "d5144e25",
         "pass-data": {"pass-update-notification": "x"},
     }
 
     missing = httpx.post(url, headers=SKY_KEY, json=body)
-    assert missing.status_code == 200 and missing.json()["error-code"] == "E104"
+    assert missing.status_code == 200 and missing.json()["error-code"] == "E808"
     bad_key = httpx.post(url, headers={"X-Api-Key": "nope"}, json=body)
-    assert bad_key.status_code == 200 and bad_key.json()["error-code"] == "E101"
-    bad_type = httpx.post(f"{sandbox.skycore_url}/api/passes/voucher/update", headers=SKY_KEY, json=body)
-    assert bad_type.status_code == 200 and bad_type.json()["error-code"] == "E102"
+    assert bad_key.status_code == 200 and bad_key.json()["error-code"] == "E104"
+    no_action = httpx.post(url, headers=SKY_KEY, json={k: v for k, v in body.items() if k != "action"})
+    assert no_action.status_code == 200 and no_action.json()["error-code"] == "E101"
 
     httpx.get(build_link(f"{sandbox.skycore_url}/wallet/gc/LINK1", PARAMS))  # installs MOEDAnna2022
     ok = httpx.post(url, headers=SKY_KEY, json=body)
@@ -445,14 +447,19 @@ def test_skycore_update_answers_200_with_success_or_failure(sandbox: SandboxHand
     }
 
     assert sandbox.admin.register_skycore_passes(["PRE1"]) == 1
-    void = {"pass-id": "PRE1", "pass-template-id": "d5144e25", "pass-data": {"void": True}}
-    assert httpx.post(url, headers=SKY_KEY, json=void).json()["pass-status"] == "voided"
+    void = {
+        "action": "updatepassdata",
+        "pass-id": "PRE1",
+        "pass-template-id": "d5144e25",
+        "pass-data": {"pass-status": "expired"},
+    }
+    assert httpx.post(url, headers=SKY_KEY, json=void).json()["pass-status"] == "expired"
 
     sky = sandbox.admin.stats()["skycore"]
     assert sky["updates"] == 2 and sky["voided"] == ["PRE1"]
-    assert sky["updates_by_result"] == {"E104": 1, "E101": 1, "E102": 1, "success": 2}
+    assert sky["updates_by_result"] == {"E808": 1, "E104": 1, "E101": 1, "success": 2}
     sent = [u for u in sandbox.admin.skycore_updates() if u["result"] == "success"]
-    assert [u["pass-data"] for u in sent] == [{"pass-update-notification": "x"}, {"void": True}]
+    assert [u["pass-data"] for u in sent] == [{"pass-update-notification": "x"}, {"pass-status": "expired"}]
     assert sandbox.admin.skycore_passes()["PRE1"]["voided"] is True
 
 

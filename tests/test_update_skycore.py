@@ -91,7 +91,9 @@ def write_events(path: Path, rows: list[str]) -> str:
     return str(path)
 
 
-def test_uninstall_event_voids_and_reimport_sends_nothing(setup, sandbox: SandboxHandle, tmp_path: Path) -> None:
+def test_uninstall_event_voids_and_reimport_sends_nothing(
+    setup, sandbox: SandboxHandle, tmp_path: Path
+) -> None:
     campaign = setup()
     events = write_events(
         tmp_path / "events.csv",
@@ -109,7 +111,7 @@ def test_uninstall_event_voids_and_reimport_sends_nothing(setup, sandbox: Sandbo
     assert sky(sandbox)["updates"] == 2
     sent = [u for u in sandbox.admin.skycore_updates()]
     assert {u["pass-template-id"] for u in sent} == {"tplA1"}
-    assert all(u["pass-data"] == {"pass-status": "voided"} for u in sent)
+    assert all(u["pass-data"] == {"pass-status": "expired"} for u in sent)  # the documented value
 
     again = run_update(campaign, UpdateRequest(mode="events", events_file=events))
     assert again.get("sent", 0) == 0 and again["already_handled"] == 3
@@ -120,26 +122,34 @@ def test_uninstall_event_voids_and_reimport_sends_nothing(setup, sandbox: Sandbo
 
 
 def test_failure_bodies_are_failed_rows_with_their_code(setup, sandbox: SandboxHandle, monkeypatch) -> None:  # noqa: ANN001
-    campaign = setup(register=3)  # PC4.. were never installed: Skycore answers E104
-    out = run_update(campaign, UpdateRequest(mode="customers", customer_ids=["C1", "C4", "C5"], action="void"))
-    assert (out["sent"], out["failed"], out["error_codes"]) == (1, 2, {"E104": 2})
+    campaign = setup(register=3)  # PC4.. were never installed: Skycore answers E808 (pass-level)
+    out = run_update(
+        campaign, UpdateRequest(mode="customers", customer_ids=["C1", "C4", "C5"], action="void")
+    )
+    assert (out["sent"], out["failed"], out["error_codes"]) == (1, 2, {"E808": 2})
     hist = customer_history(campaign, "C4")
     row = hist.iloc[-1]
-    assert (row["status"], row["error_code"], int(row["attempts"])) == ("failed", "E104", 1)  # answered: no retry
-    assert "not found" in row["error"]
+    assert (row["status"], row["error_code"], int(row["attempts"])) == (
+        "failed",
+        "E808",
+        1,
+    )  # answered: no retry
+    assert "invalid" in row["error"]
 
-    # A wrong key: HTTP 200 {"status":"failure","error-code":"E101"} stops the run at the first call
-    # with Skycore's message; the rest are recorded as not sent; the key in no record.
+    # A wrong key: HTTP 200 {"status":"failure","error-code":"E104"} (authentication failed) stops the
+    # run at the first call with Skycore's message and the fix; the rest are recorded as not sent.
     monkeypatch.setenv("PF_SKY_KEY", "wrong-key-123456")
     before = sandbox.admin.stats()["requests"]["skycore_update"]
     ids = [f"C{i}" for i in range(1, 11)]
-    with pytest.raises(VendorError, match="stopped: E101: invalid API key") as exc:
-        run_update(load_campaign(campaign.path), UpdateRequest(mode="customers", customer_ids=ids, action="void"))
+    with pytest.raises(VendorError, match="stopped: E104: authentication failed.*fix: .*API Settings") as exc:
+        run_update(
+            load_campaign(campaign.path), UpdateRequest(mode="customers", customer_ids=ids, action="void")
+        )
     assert "wrong-key-123456" not in str(exc.value)
     after = sandbox.admin.stats()["requests"]["skycore_update"]
     assert sum(after.values()) - sum(before.values()) == 1  # one call, not one per customer
     hist = customer_history(campaign, "C1")
-    assert (hist["status"].iloc[-1], hist["error_code"].iloc[-1]) == ("failed", "E101")
+    assert (hist["status"].iloc[-1], hist["error_code"].iloc[-1]) == ("failed", "E104")
     assert customer_history(campaign, "C2")["error_code"].iloc[-1] == "not_sent"
     store_text = customer_history(campaign, "C1").to_json(date_format="iso")
     assert "wrong-key-123456" not in store_text and DEMO_SKYCORE_API_KEY not in store_text
@@ -148,13 +158,54 @@ def test_failure_bodies_are_failed_rows_with_their_code(setup, sandbox: SandboxH
 def test_transient_errors_are_retried_within_the_limiter(setup, sandbox: SandboxHandle) -> None:
     campaign = setup()
     sandbox.admin.configure(faults=[FaultRule(kind="status", code=503, endpoint="skycore_update", count=2)])
-    out = run_update(campaign, UpdateRequest(mode="customers", customer_ids=["C1", "C2", "C3"], action="expire"))
+    out = run_update(
+        campaign, UpdateRequest(mode="customers", customer_ids=["C1", "C2", "C3"], action="expire")
+    )
     assert out["sent"] == 3 and out["vendor_calls"] == 5
     assert sky(sandbox)["updates"] == 3
 
 
+@pytest.mark.parametrize("code", ["E106", "E113"])
+def test_throttling_bursts_update_everyone_exactly_once(setup, sandbox: SandboxHandle, code: str) -> None:  # noqa: ANN001
+    # Skycore's throttling comes as failure bodies; every third call is refused (up to 6).
+    campaign = setup()
+    fault = FaultRule(kind="skycore_error", error_code=code, endpoint="skycore_update", every=3, count=6)
+    sandbox.admin.configure(faults=[fault])
+    ids = [f"C{i}" for i in range(1, 11)]
+    out = run_update(campaign, UpdateRequest(mode="customers", customer_ids=ids, action="expire"))
+    assert out["sent"] == 10 and out.get("failed", 0) == 0
+    fired = sandbox.admin.stats()["faults"][0]["fired"]
+    assert fired >= 3 and out["vendor_calls"] == 10 + fired  # each refused attempt was retried
+    applied = [u["pass-id"] for u in sandbox.admin.skycore_updates() if u["result"] == "success"]
+    assert sorted(applied) == sorted(f"PC{i}" for i in range(1, 11))  # each exactly once
+
+
+@pytest.mark.parametrize(("code", "says"), [("E104", "API Settings"), ("E120", "quota")])
+def test_auth_or_quota_mid_run_stops_and_the_rerun_finishes(
+    setup, sandbox: SandboxHandle, code, says
+) -> None:  # noqa: ANN001
+    campaign = setup()
+    sandbox.admin.configure(
+        faults=[FaultRule(kind="skycore_error", error_code=code, endpoint="skycore_update", after=3, count=1)]
+    )
+    ids = [f"C{i}" for i in range(1, 11)]
+    with pytest.raises(VendorError, match=f"stopped: {code}.*fix: .*{says}"):
+        run_update(campaign, UpdateRequest(mode="customers", customer_ids=ids, action="expire"))
+    done = sky(sandbox)["updates"]
+    assert 3 <= done < 10
+    sandbox.admin.configure(faults=[])
+    rerun = run_update(
+        load_campaign(campaign.path), UpdateRequest(mode="customers", customer_ids=ids, action="expire")
+    )
+    applied = [u["pass-id"] for u in sandbox.admin.skycore_updates() if u["result"] == "success"]
+    assert sorted(set(applied)) == sorted(f"PC{i}" for i in range(1, 11))
+    assert rerun["sent"] + done >= 10
+
+
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_batch_diff_updates_only_changed_customers(setup, sandbox: SandboxHandle, tmp_path: Path, db, request) -> None:  # noqa: ANN001
+def test_batch_diff_updates_only_changed_customers(
+    setup, sandbox: SandboxHandle, tmp_path: Path, db, request
+) -> None:  # noqa: ANN001
     ledger = request.getfixturevalue("pg_url") if db == "postgres" else None
     campaign = setup(ledger=ledger)
     unchanged = run_update(campaign, UpdateRequest(mode="diff"))
@@ -165,7 +216,9 @@ def test_batch_diff_updates_only_changed_customers(setup, sandbox: SandboxHandle
     (tmp_path / "segment.csv").write_text(renamed)
     changed = run_update(campaign, UpdateRequest(mode="diff"))
     assert (changed["changed"], changed["unchanged"], changed["sent"]) == (2, 8, 2)
-    notes = {u["pass-id"]: u["pass-data"]["pass-update-notification"] for u in sandbox.admin.skycore_updates()}
+    notes = {
+        u["pass-id"]: u["pass-data"]["pass-update-notification"] for u in sandbox.admin.skycore_updates()
+    }
     assert notes == {"PC3": "Hi Renamed3, your coupon changed.", "PC7": "Hi Renamed7, your coupon changed."}
 
     again = run_update(campaign, UpdateRequest(mode="diff"))  # the baseline moved: nothing left to send
@@ -196,7 +249,10 @@ def test_callbacks_table_is_an_events_source(setup, sandbox: SandboxHandle, db_u
          "vendor_event_id": "n805-2"},
     ]  # fmt: skip
     with engine.begin() as conn:
-        conn.execute(events_table.insert(), [{**r, "occurred_at": now, "received_at": now, "payload": "{}"} for r in rows])
+        conn.execute(
+            events_table.insert(),
+            [{**r, "occurred_at": now, "received_at": now, "payload": "{}"} for r in rows],
+        )
     out = run_update(campaign, UpdateRequest(mode="events"))
     assert (out["sent"], out["unmapped"], out["events"]) == (1, 1, 2)  # other campaigns' rows are not ours
     assert sky(sandbox)["voided"] == ["PC4"]
@@ -213,9 +269,14 @@ def test_config_problems_stop_before_anything_is_sent(setup, sandbox: SandboxHan
         (tmp_path / "c.toml").read_text().replace('app_uninstalled = "void"', 'app_uninstalled = "nuke"')
     )
     with pytest.raises(ConfigError, match=r"c.toml: \[updates.rules.app_uninstalled\] .*'nuke'"):
-        run_update(str(tmp_path / "c.toml"), UpdateRequest(mode="customers", customer_ids=["C1"], action="void"))
+        run_update(
+            str(tmp_path / "c.toml"), UpdateRequest(mode="customers", customer_ids=["C1"], action="void")
+        )
     (tmp_path / "c.toml").write_text(
-        (tmp_path / "c.toml").read_text().replace('"nuke"', '"void"').replace("first_name }}, your", "missing_col }}, your")
+        (tmp_path / "c.toml")
+        .read_text()
+        .replace('"nuke"', '"void"')
+        .replace("first_name }}, your", "missing_col }}, your")
     )
     with pytest.raises(ConfigError, match="missing_col"):
         run_update(str(tmp_path / "c.toml"), UpdateRequest(mode="diff"))

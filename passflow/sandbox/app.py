@@ -32,9 +32,9 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from passflow.providers.skycore import links as skycore_links
+from passflow.sandbox import skycore_api as skycore_api_mod
 from passflow.sandbox.state import (
     AFTER_COMMIT_KINDS,
-    SKYCORE_PASS_TYPES,
     FaultRule,
     SandboxConfig,
     SandboxError,
@@ -155,7 +155,7 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             return _pm_error(rule.code, f"injected fault {rule.code}", headers)
         if kind == "revoke":
             if endpoint == "skycore_update":
-                return _sky_failure("E101", "API key revoked (injected fault)")
+                return _sky_failure("E104", "authentication failed (key revoked, injected fault)")
             state.revoke_token(_bearer(request))
             return _pm_error(401, "token revoked")
         if kind == "malformed":
@@ -165,6 +165,8 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             if endpoint.startswith("skycore"):
                 return _sky_failure("E500", "internal error (injected failure body)")
             return _json(200, {"error": {"message": "internal error (injected failure body)"}})
+        if kind == "skycore_error":  # a published failure code (throttling, quota, auth …)
+            return _sky_failure(rule.error_code, f"injected {rule.error_code}")
         if kind == "drop":
             await _drop_connection(request)
             return None
@@ -331,27 +333,17 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
 
         return await vendor_call(request, "skycore_link", work)
 
-    @app.post("/skycore/api/passes/{pass_type}/update")
-    async def skycore_update(request: Request, pass_type: str) -> Response:
+    @app.post("/skycore")
+    @app.post("/skycore/api")
+    async def skycore_api(request: Request) -> Response:
+        """The account API URL: every v3 call, the function in the body's ``action``."""
+
         async def work() -> Response:
-            if request.headers.get("x-api-key") not in state.config.skycore_api_keys:
-                state.record_skycore_failure(pass_type, None, "E101")
-                return _sky_failure("E101", "invalid API key")
             try:
                 body = json.loads(await request.body())
             except ValueError:
                 body = None
-            problem = _skycore_problem(pass_type, body)
-            if problem:
-                state.record_skycore_failure(pass_type, body, "E102")
-                return _sky_failure("E102", problem)
-            data = body["pass-data"]
-            voids = data.get("void") is True or "voided" in (data.get("pass-status"), body.get("pass-status"))
-            rec = state.skycore_update(pass_type, body["pass-id"], body.get("pass-template-id"), data, voids)
-            if rec is None:
-                return _sky_failure("E104", f"pass {body['pass-id']} not found")
-            status = "voided" if rec["voided"] else "active"
-            return _json(200, {"status": "success", "pass-id": body["pass-id"], "pass-status": status})
+            return _json(200, skycore_api_mod.handle(state, request.headers.get("x-api-key"), body))
 
         return await vendor_call(request, "skycore_update", work)
 
@@ -428,7 +420,9 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
         env = state.config.callback_secret_env
         secret = os.environ.get(env) if env else None
         if not url or not secret:
-            return _pm_error(400, "set callback_urls.<provider> and callback_secret_env (POST /_admin/config)")
+            return _pm_error(
+                400, "set callback_urls.<provider> and callback_secret_env (POST /_admin/config)"
+            )
         raw = json.dumps(body).encode()
         result = await postbacks.deliver(url, raw, postbacks.auth_headers(sim.signing, secret, raw), 10.0)
         state.count_request(f"callback_{sim.provider}", result["status"])
@@ -475,16 +469,3 @@ def _apply_patch(doc: dict[str, Any], ops: Any) -> dict[str, Any]:
         raise SandboxError(400, "invalid patch: templateVariables and metadata must stay objects")
     new["updatedAt"] = utc_iso()
     return new
-
-
-def _skycore_problem(pass_type: str, body: Any) -> str | None:
-    if pass_type not in SKYCORE_PASS_TYPES:
-        return f"unknown pass type {pass_type!r} (one of {', '.join(sorted(SKYCORE_PASS_TYPES))})"
-    if not isinstance(body, dict):
-        return "body must be a JSON object"
-    pass_id = body.get("pass-id")
-    if not isinstance(pass_id, str) or not _PASS_ID_RE.match(pass_id):
-        return "pass-id must be [A-Za-z0-9]+"
-    if not isinstance(body.get("pass-data"), dict):
-        return "pass-data must be a JSON object"
-    return None

@@ -35,6 +35,7 @@ FaultKind = Literal[
     "malformed",
     "malformed_after_commit",
     "failure_body",
+    "skycore_error",
 ]
 #: Faults that let the endpoint do its work first, then spoil the response.
 # The sandbox's built-in demo credentials (not secrets: they only open the local sandbox).
@@ -91,6 +92,9 @@ class FaultRule(BaseModel):
     code: int = Field(500, ge=400, le=599, description="HTTP status for kind=status")
     delay_s: float = Field(5.0, ge=0, description="delay for slow / slow_after_commit")
     retry_after_s: int | None = Field(None, ge=0, description="Retry-After on a status fault (429 default 1)")
+    error_code: str = Field(
+        "E113", description="Skycore error-code for kind=skycore_error (E104, E106, E120 …)"
+    )
     after: int = Field(0, ge=0)
     count: int | None = Field(None, ge=0)
     every: int = Field(1, ge=1)
@@ -106,6 +110,9 @@ class SandboxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     accounts: list[Account] = Field(default_factory=_default_accounts)
     skycore_api_keys: list[str] = Field(default_factory=lambda: [DEMO_SKYCORE_API_KEY])
+    # Pass templates of the Skycore account (id -> pass type). Empty = any template id is accepted
+    # (a sandbox assumption, so campaigns need no setup); getPassTemplates lists these plus used ones.
+    skycore_templates: dict[str, str] = Field(default_factory=dict)
     latency_ms: float = Field(0.0, ge=0)
     jitter_ms: float = Field(0.0, ge=0)
     max_in_flight: int | None = Field(None, ge=1, description="per account; None = unlimited")
@@ -245,6 +252,7 @@ class SandboxState:
         self._requests: dict[str, Counter[str]] = {}
         self._sky_passes: dict[str, dict[str, Any]] = {}
         self._sky_updates: list[dict[str, Any]] = []
+        self._sky_generated = 0
         self._sky_links: Counter[str] = Counter()
 
     def reset(self, *, keep_config: bool = False) -> None:
@@ -487,7 +495,7 @@ class SandboxState:
     def skycore_update(
         self, pass_type: str, pass_id: str, template_id: str | None, data: dict[str, Any], voids: bool
     ) -> dict[str, Any] | None:
-        """Apply an update to an existing pass; ``None`` when the pass does not exist (E104)."""
+        """Apply an update to an existing pass; ``None`` when the pass does not exist (E808)."""
         with self._lock:
             entry = {
                 "pass_type": pass_type,
@@ -496,7 +504,7 @@ class SandboxState:
                 "pass-data": data,
             }
             rec = self._sky_passes.get(pass_id)
-            entry["result"] = "success" if rec is not None else "E104"
+            entry["result"] = "success" if rec is not None else "E808"
             self._sky_updates.append(entry)
             if rec is None:
                 return None
@@ -504,6 +512,29 @@ class SandboxState:
             rec["data"].update(data)
             rec["voided"] = rec["voided"] or voids
             return dict(rec)
+
+    def skycore_generate(self, pass_id: str, template_id: str, data: dict[str, Any], ref: Any) -> bool:
+        """``generatepass``: a new pass; ``False`` when the pass-id is taken (Skycore refuses reuse)."""
+        with self._lock:
+            if pass_id in self._sky_passes:
+                return False
+            rec = self._sky_pass(pass_id)
+            rec.update({"registered": True, "pass-template-id": template_id, "reference-data": ref})
+            rec["data"].update(data)
+            self._sky_generated += 1
+            return True
+
+    def skycore_pass(self, pass_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            rec = self._sky_passes.get(pass_id)
+            return None if rec is None else {**rec, "data": dict(rec["data"])}
+
+    def skycore_templates_used(self) -> dict[str, str | None]:
+        with self._lock:
+            used = {u.get("pass-template-id") for u in self._sky_updates} | {
+                v.get("pass-template-id") for v in self._sky_passes.values()
+            }
+            return {t: None for t in used if isinstance(t, str)}
 
     def record_skycore_failure(self, pass_type: str, body: Any, code: str) -> None:
         with self._lock:
@@ -550,6 +581,7 @@ class SandboxState:
                     "updates": sum(1 for u in self._sky_updates if u["result"] == "success"),
                     "updates_by_result": dict(Counter(u["result"] for u in self._sky_updates)),
                     "voided": sorted(k for k, v in self._sky_passes.items() if v["voided"]),
+                    "generated": self._sky_generated,
                 },
             }
             if per_customer:

@@ -1,7 +1,7 @@
 """Skycore: signed pass issuance links (pure computation) and pass updates through Skycore's API.
 
 ``settings`` (the campaign's ``[skycore]``), ``links`` (the checksum recipe, vectorised), ``issuer``
-(what a run does), ``api`` (the pass API client), ``updates`` (update requests and sender),
+(what a run does), ``api`` (the API v3 client), ``errors`` (the published error codes), ``updates`` (update requests and sender),
 ``postbacks`` (callbacks).
 """
 
@@ -20,10 +20,15 @@ def _issuer(campaign, now, dry_run):  # noqa: ANN001, ANN202 - the Provider.issu
 
 
 def _secrets(campaign):  # noqa: ANN001, ANN202
-    refs = {"skycore.salt": campaign.settings.salt}
+    refs = {"skycore.salt": campaign.settings.salt, "skycore.api_key": campaign.settings.api_key}
     if campaign.updates is not None:
         refs["updates.api_key"] = campaign.updates.api_key
     return {k: v for k, v in refs.items() if v is not None}
+
+
+def _update_secrets(campaign):  # noqa: ANN001, ANN202
+    _, ref, _ = updates.api_target(campaign)
+    return {"skycore.api_key": ref} if ref is not None else {}
 
 
 PROVIDER = registry.register(
@@ -41,7 +46,7 @@ PROVIDER = registry.register(
             builtin_actions=updates.BUILTIN_ACTIONS,
             diff_needs_action=True,
             check=updates.check_updates,
-            secrets=lambda c: {"updates.api_key": c.updates.api_key} if c.updates and c.updates.api_key else {},
+            secrets=_update_secrets,
         ),
         callbacks=CallbackSupport(parse=postbacks.parse_postback),
     )
