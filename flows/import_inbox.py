@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from passflow.flows.issue_passes import PROJECT_ROOT, IssueRequest, issue_passes
+from passflow.flows.issue_passes import PROJECT_ROOT, issue_passes
 from prefect import State, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
@@ -63,7 +63,7 @@ def _issue_subflow(campaign_path: Path, csv_path: Path) -> dict[str, Any]:
 
     loaded = load_campaign(campaign_path, overrides={"source.csv": str(csv_path)})
     with sandbox_for(loaded):
-        state = issue_passes(IssueRequest(campaign=str(campaign_path), segment=str(csv_path)), return_state=True)
+        state = issue_passes(campaign=str(campaign_path), segment=str(csv_path), return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         if isinstance(result, PassflowError):
@@ -100,14 +100,26 @@ def import_inbox(request: InboxRequest = DEFAULT_REQUEST) -> list[dict[str, Any]
     outcomes = inbox.poll(_issue_subflow)
     rows = outcome_rows(outcomes)
     for o in outcomes:
-        logger.log(20 if o.ok else 40, "%s: %s%s", o.file, o.status, f" ({'; '.join(o.reasons)})" if o.reasons else "")
+        logger.log(
+            20 if o.ok else 40,
+            "%s: %s%s",
+            o.file,
+            o.status,
+            f" ({'; '.join(o.reasons)})" if o.reasons else "",
+        )
     if not outcomes:
         logger.info("inbox %s: nothing complete to take", inbox.dir)
         return rows
     create_table_artifact(key="inbox-files", table=rows, description=f"Files taken from {inbox.dir}")
     bad = [o for o in outcomes if not o.ok and o.status != "duplicate"]
     if bad:
-        text = "\n".join(f"- **{o.file}**: {o.status} — {'; '.join(o.reasons)} (report: `{o.report}`)" for o in bad)
-        create_markdown_artifact(key="inbox-failure", markdown=f"# Inbox: {len(bad)} file(s) need attention\n\n{text}\n")
-        return Failed(message=f"{len(bad)} of {len(outcomes)} inbox files rejected or with failed rows", data=rows)
+        text = "\n".join(
+            f"- **{o.file}**: {o.status} — {'; '.join(o.reasons)} (report: `{o.report}`)" for o in bad
+        )
+        create_markdown_artifact(
+            key="inbox-failure", markdown=f"# Inbox: {len(bad)} file(s) need attention\n\n{text}\n"
+        )
+        return Failed(
+            message=f"{len(bad)} of {len(outcomes)} inbox files rejected or with failed rows", data=rows
+        )
     return rows

@@ -1,16 +1,17 @@
 """The ``issue-passes`` flow: a campaign's segment in, passes (links or API passes) out, attribute
 exports and a report back.
 
-Parameters are one pydantic model, so the Prefect UI renders a form with titles and descriptions.
+Parameters are flat and typed (titles and descriptions for the Prefect UI form; a campaign's
+deployment fixes the campaign). :class:`IssueRequest` is the same request as one object (CLI, inbox).
 Secrets are never parameters: the campaign file references them (env vars / Secret blocks).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the runner builds the parameter schema from the annotations.
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from passflow.flows.runinfo import campaign_label, headline, issue_run_name, prefect_run_id, tag_dry_run
 from passflow.tasks.issue_tasks import deliver_segment, end_staging, stage_segment
 from prefect import State, flow, get_run_logger
 from prefect.artifacts import (
@@ -47,7 +48,9 @@ class IssueRequest(BaseModel):
         "Leave empty to use the campaign's segment.",
     )
     table: str | None = Field(
-        default=None, title="Table (with a database URL)", description="Table to read when Segment is a database URL"
+        default=None,
+        title="Table (with a database URL)",
+        description="Table to read when Segment is a database URL",
     )
     dry_run: bool = Field(
         default=False,
@@ -55,12 +58,32 @@ class IssueRequest(BaseModel):
         description="Validate and show what would be issued (first rows rendered); write no ledger rows or exports",
     )
     max_per_second: float | None = Field(
-        default=None, gt=0, title="Max requests per second (override)", description="Overrides [limits] max_per_second"
+        default=None,
+        gt=0,
+        title="Max requests per second (override)",
+        description="Overrides [limits] max_per_second",
     )
     max_in_flight: int | None = Field(
-        default=None, ge=1, title="Max requests in flight (override)", description="Overrides [limits] max_in_flight"
+        default=None,
+        ge=1,
+        title="Max requests in flight (override)",
+        description="Overrides [limits] max_in_flight",
     )
-    preview_rows: int = Field(default=5, ge=0, le=100, title="Preview rows", description="Rows shown in a dry run")
+    preview_rows: int = Field(
+        default=5, ge=0, le=100, title="Preview rows", description="Rows shown in a dry run"
+    )
+
+    def flow_parameters(self) -> dict[str, Any]:
+        """The flat parameters of the ``issue-passes`` flow (empty / 0: the campaign's value)."""
+        return {
+            "campaign": self.campaign,
+            "dry_run": self.dry_run,
+            "segment": self.segment or "",
+            "table": self.table or "",
+            "max_per_second": self.max_per_second or 0,
+            "max_in_flight": self.max_in_flight or 0,
+            "preview_rows": self.preview_rows,
+        }
 
     def overrides(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -70,7 +93,10 @@ class IssueRequest(BaseModel):
                 if self.table:
                     out.update({"source.table": self.table, "source.query": None})
             else:
-                out.update({"source.csv": self.segment, "source.sql_url": None, "source.table": None, "source.query": None})
+                # Like the campaign path (working directory, then the project) — not against the
+                # campaign's folder; absolute, so an error names the file that was looked for.
+                out.update({"source.csv": str(resolve_user_path(self.segment).absolute())})
+                out.update({"source.sql_url": None, "source.table": None, "source.query": None})
         if self.max_per_second:
             out["limits.max_per_second"] = self.max_per_second
         if self.max_in_flight:
@@ -95,33 +121,123 @@ def artifact_key(name: str, suffix: str) -> str:
     return f"{slug}-{suffix}"[:100]
 
 
-def publish_failure(campaign: str, exc: BaseException, run_id: str | None = None) -> None:
-    """The loud part of a failure: a markdown artifact (the flow run itself ends Failed)."""
+def failure_label(path: Path) -> str:
+    """The name a failed run's artifact key is made from: the deployment's (a campaign's deployment is
+    named after it), else the campaign file's ``[campaign] name`` — a typo in a file name must not
+    start a new artifact key."""
+    from prefect.runtime import deployment
+
+    return (deployment.name if deployment.id else None) or campaign_label(str(path))
+
+
+def publish_failure(campaign: str, exc: BaseException, run: IssueRun | None = None) -> None:
+    """The loud part of a failure: a markdown artifact with the next step for this kind of error (the
+    flow run itself ends Failed)."""
+    issued = run.counts.issued if run is not None else 0
+    reasons = dict(run.reasons) if run is not None else None
+    rejects = run.rejects_file if run is not None else None
     create_markdown_artifact(
         key=artifact_key(campaign, "failure"),
-        markdown=failure_markdown(campaign, redact(f"{type(exc).__name__}: {exc}"), run=run_id),
-        description=f"FAILED run of {campaign}",
+        markdown=failure_markdown(
+            campaign,
+            exc,
+            run=run.run_id if run is not None else prefect_run_id(),
+            text=redact(f"{type(exc).__name__}: {exc}"),
+            issued=issued,
+            reasons=reasons,
+            rejects_file=str(rejects) if rejects else None,
+        ),
+        description=f"FAILED: {campaign} · {issued} issued · {run.counts.rejected if run else 0} rejected",
     )
 
 
-@flow(name="issue-passes", persist_result=False)
-def issue_passes(request: IssueRequest) -> dict[str, Any] | State:
+@flow(name="issue-passes", persist_result=False, flow_run_name=issue_run_name)
+def issue_passes(
+    campaign: Annotated[
+        str,
+        Field(
+            title="Campaign file",
+            description="Path of the campaign TOML file (fixed by a campaign's deployment), "
+            "e.g. data/campaigns/skycore-coupon.toml",
+        ),
+    ],
+    dry_run: Annotated[
+        bool,
+        Field(
+            title="Dry run",
+            description="Validate and show what would be issued (a preview table); write no ledger rows or "
+            "exports. Manual runs default to a dry run unless the campaign's [schedule] manual_dry_run = false",
+        ),
+    ] = False,
+    segment: Annotated[
+        str,
+        Field(
+            title="Segment override",
+            description="A CSV file path or a database URL to read instead of the campaign's [source]; empty: "
+            "the campaign's segment. Relative paths: the working directory, then the project",
+        ),
+    ] = "",
+    table: Annotated[
+        str,
+        Field(
+            title="Table (with a database URL)", description="Table to read when Segment is a database URL"
+        ),
+    ] = "",
+    max_per_second: Annotated[
+        float,
+        Field(
+            ge=0,
+            title="Max requests per second (override)",
+            description="0: the campaign's [limits] max_per_second",
+        ),
+    ] = 0,
+    max_in_flight: Annotated[
+        int,
+        Field(
+            ge=0,
+            title="Max requests in flight (override)",
+            description="0: the campaign's [limits] max_in_flight",
+        ),
+    ] = 0,
+    preview_rows: Annotated[
+        int, Field(ge=0, le=100, title="Preview rows", description="Rows shown in a dry run's preview table")
+    ] = 5,
+) -> dict[str, Any] | State:
     """Issue passes for a campaign's segment and write the attribute exports.
 
     Ends Failed (with a failure artifact) when the run fails or too many rows are rejected, and
-    Failed with the summary as its result when some rows failed at the vendor.
-
-    Args:
-        request: The campaign to run and optional overrides (segment, dry run, limits).
+    Failed with the summary as its result when some rows failed at the vendor. Parameters are flat
+    (Prefect merges a run's parameters with the deployment's at the top level only, so
+    ``prefect deployment run issue-passes/NAME -p dry_run=true`` works).
     """
+    request = IssueRequest(
+        campaign=campaign,
+        segment=segment or None,
+        table=table or None,
+        dry_run=dry_run,
+        max_per_second=max_per_second or None,
+        max_in_flight=max_in_flight or None,
+        preview_rows=preview_rows,
+    )
+    return _issue(request)
+
+
+def _issue(request: IssueRequest) -> dict[str, Any] | State:
     logger = get_run_logger()
     path = campaign_path(request.campaign)
     try:
         campaign = load_campaign(path, overrides=request.overrides())
     except PassflowError as exc:
-        publish_failure(path.stem, exc)
+        publish_failure(failure_label(path), exc)
         raise
-    run = IssueRun(campaign, dry_run=request.dry_run, logger=logger, preview_rows=request.preview_rows)
+    tag_dry_run(request.dry_run)
+    run = IssueRun(
+        campaign,
+        run_id=prefect_run_id(),
+        dry_run=request.dry_run,
+        logger=logger,
+        preview_rows=request.preview_rows,
+    )
     logger.info(
         "run %s: campaign %s (%s), segment %s%s",
         run.run_id,
@@ -150,7 +266,9 @@ def issue_passes(request: IssueRequest) -> dict[str, Any] | State:
             )
 
     def deliver(run: IssueRun) -> None:
-        logger.info("staged %d rows: %d ready, %d rejected", run.counts.read, run.counts.prepared, run.counts.rejected)
+        logger.info(
+            "staged %d rows: %d ready, %d rejected", run.counts.read, run.counts.prepared, run.counts.rejected
+        )
         report_progress("deliver", 0, run.batch_count)
         deliver_segment(run, delivered)
 
@@ -158,7 +276,11 @@ def issue_passes(request: IssueRequest) -> dict[str, Any] | State:
         # Prefect's own SIGTERM handler would abort mid-call; the sequence's lets the calls in flight land first.
         result = run_sequence(run, stage=stage_segment, check=end_staging, deliver=deliver, logger=logger)
     except BaseException as exc:
-        publish_failure(campaign.name, exc, run.run_id)
+        publish_failure(campaign.name, exc, run)
+        # The progress card must not sit at 0 % looking busy: it says the run failed.
+        update_progress_artifact(
+            progress, 100.0, description=f"{campaign.name}: FAILED ({type(exc).__name__})"
+        )
         raise
     update_progress_artifact(progress, 100.0, description=f"{campaign.name}: done")
     publish_report(result)
@@ -186,13 +308,23 @@ def publish_funnel(campaign: Campaign) -> None:
 
 
 def publish_report(result: RunResult) -> None:
+    """Summary table, outputs, and in a dry run the preview table; descriptions start with the
+    headline ("293 issued · 7 rejected · 0 failed") — the run id is on the run's page already."""
+    summary = result.summary()
+    head = headline(summary)
     create_table_artifact(
         key=artifact_key(result.campaign, "summary"),
         table=summary_rows(result),
-        description=f"Run {result.run_id} of {result.campaign}",
+        description=f"{head} — {result.campaign}" + (" (dry run)" if result.dry_run else ""),
     )
     create_markdown_artifact(
         key=artifact_key(result.campaign, "report"),
         markdown=summary_markdown(result),
-        description=f"Outputs of run {result.run_id}",
+        description=f"Outputs: {head}",
     )
+    if result.dry_run and summary["preview"]:
+        create_table_artifact(
+            key=artifact_key(result.campaign, "preview"),
+            table=summary["preview"],
+            description=f"Would issue (first {len(summary['preview'])} rows) — {result.campaign}",
+        )

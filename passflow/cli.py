@@ -91,7 +91,7 @@ def _run_flow(flow: Any, request: Any, campaign: Any) -> tuple[dict, Any]:
 
     _quiet_user_errors()
     with sandbox_for(campaign, console=err), _live_progress():
-        state = flow(request, return_state=True)
+        state = flow(**request.flow_parameters(), return_state=True)
     return _state_summary(state), state
 
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from passflow.flows.issue_passes import IssueRequest, issue_passes
+from passflow.flows.issue_passes import issue_passes
 from typer.testing import CliRunner
 
 from passflow.cli import app
@@ -33,7 +33,7 @@ def _artifacts() -> list[dict]:
 
 def test_flow_issues_and_publishes_artifacts(tmp_path: Path) -> None:
     path = make_campaign(tmp_path)
-    summary = issue_passes(IssueRequest(campaign=str(path)))
+    summary = issue_passes(campaign=str(path))
     assert summary["issued_new"] == 293 and summary["rejected"] == 7
     rows = read_csv(next(f for f in summary["export_files"] if "moengage" in f))
     assert all(verify_link(r["skycore_pass_link"]) for r in rows)
@@ -46,12 +46,12 @@ def test_flow_issues_and_publishes_artifacts(tmp_path: Path) -> None:
     report = next(a for a in arts if a["key"] == "test-coupon-report")
     assert "moengage" in report["data"] and "rejects" in report["data"]
     # rerun from the flow: nothing new
-    again = issue_passes(IssueRequest(campaign=str(path)))
+    again = issue_passes(campaign=str(path))
     assert again["issued_new"] == 0 and again["skipped_unchanged"] == 293
 
 
 def test_flow_fails_on_reject_rate(tmp_path: Path) -> None:
-    state = issue_passes(IssueRequest(campaign=str(make_campaign(tmp_path, max_reject=0.0))), return_state=True)
+    state = issue_passes(campaign=str(make_campaign(tmp_path, max_reject=0.0)), return_state=True)
     assert state.is_failed()
     assert isinstance(state.result(raise_on_failure=False), RejectRateExceeded)
 
@@ -60,10 +60,16 @@ def test_parameter_schema_has_titles_and_no_secrets() -> None:
     from prefect.utilities.callables import parameter_schema
 
     schema = parameter_schema(issue_passes.fn).model_dump()
-    props = schema["definitions"]["IssueRequest"]["properties"]
+    props = schema["properties"]
+    assert not schema.get("definitions")  # flat: nothing nested under a request object
     for name, prop in props.items():
         assert prop.get("title") and prop.get("description"), name
         assert not any(s in name for s in ("secret", "token", "salt", "password")), name
+        # plain optional fields: no `str | None` toggle ("Property is type None") in the form
+        assert "anyOf" not in prop and prop.get("type") in ("string", "number", "integer", "boolean"), (
+            name,
+            prop,
+        )
 
 
 def test_cli_issue_dry_run_and_exit_codes(tmp_path: Path) -> None:
