@@ -4,7 +4,8 @@
 A *per-campaign* entry gets one deployment per campaign file (named after the campaign), scheduled
 by the campaign's ``[schedule]`` (cron + IANA time zone; none → run by hand only), with flat default
 parameters whose campaign field is fixed to the campaign file, one run at a time (an overlapping run
-queues), and manual runs that default to a dry run (``[schedule] manual_dry_run``). A *global* entry (the inbox) gets one deployment.
+queues), and manual runs that default to a dry run (``[schedule] manual_dry_run``). A *global* entry
+(the inbox) gets one deployment.
 """
 
 from __future__ import annotations
@@ -49,9 +50,7 @@ class FlowEntry:
 
 def _cron(s: Any) -> list[Schedule]:
     # The schedule carries its own dry_run: the deployment's default is the *manual* runs' one.
-    return (
-        [Cron(s.cron, timezone=s.timezone, active=s.active, parameters={"dry_run": s.dry_run})] if s else []
-    )
+    return [Cron(s.cron, timezone=s.timezone, active=s.active, parameters={"dry_run": s.dry_run})] if s else []
 
 
 def campaign_schedule(campaign: Campaign) -> list[Schedule]:

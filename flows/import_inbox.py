@@ -100,26 +100,14 @@ def import_inbox(request: InboxRequest = DEFAULT_REQUEST) -> list[dict[str, Any]
     outcomes = inbox.poll(_issue_subflow)
     rows = outcome_rows(outcomes)
     for o in outcomes:
-        logger.log(
-            20 if o.ok else 40,
-            "%s: %s%s",
-            o.file,
-            o.status,
-            f" ({'; '.join(o.reasons)})" if o.reasons else "",
-        )
+        logger.log(20 if o.ok else 40, "%s: %s%s", o.file, o.status, f" ({'; '.join(o.reasons)})" if o.reasons else "")
     if not outcomes:
         logger.info("inbox %s: nothing complete to take", inbox.dir)
         return rows
     create_table_artifact(key="inbox-files", table=rows, description=f"Files taken from {inbox.dir}")
     bad = [o for o in outcomes if not o.ok and o.status != "duplicate"]
     if bad:
-        text = "\n".join(
-            f"- **{o.file}**: {o.status} — {'; '.join(o.reasons)} (report: `{o.report}`)" for o in bad
-        )
-        create_markdown_artifact(
-            key="inbox-failure", markdown=f"# Inbox: {len(bad)} file(s) need attention\n\n{text}\n"
-        )
-        return Failed(
-            message=f"{len(bad)} of {len(outcomes)} inbox files rejected or with failed rows", data=rows
-        )
+        text = "\n".join(f"- **{o.file}**: {o.status} — {'; '.join(o.reasons)} (report: `{o.report}`)" for o in bad)
+        create_markdown_artifact(key="inbox-failure", markdown=f"# Inbox: {len(bad)} file(s) need attention\n\n{text}\n")
+        return Failed(message=f"{len(bad)} of {len(outcomes)} inbox files rejected or with failed rows", data=rows)
     return rows

@@ -153,55 +153,13 @@ def publish_failure(campaign: str, exc: BaseException, run: IssueRun | None = No
 
 @flow(name="issue-passes", persist_result=False, flow_run_name=issue_run_name)
 def issue_passes(
-    campaign: Annotated[
-        str,
-        Field(
-            title="Campaign file",
-            description="Path of the campaign TOML file (fixed by a campaign's deployment), "
-            "e.g. data/campaigns/skycore-coupon.toml",
-        ),
-    ],
-    dry_run: Annotated[
-        bool,
-        Field(
-            title="Dry run",
-            description="Validate and show what would be issued (a preview table); write no ledger rows or "
-            "exports. Manual runs default to a dry run unless the campaign's [schedule] manual_dry_run = false",
-        ),
-    ] = False,
-    segment: Annotated[
-        str,
-        Field(
-            title="Segment override",
-            description="A CSV file path or a database URL to read instead of the campaign's [source]; empty: "
-            "the campaign's segment. Relative paths: the working directory, then the project",
-        ),
-    ] = "",
-    table: Annotated[
-        str,
-        Field(
-            title="Table (with a database URL)", description="Table to read when Segment is a database URL"
-        ),
-    ] = "",
-    max_per_second: Annotated[
-        float,
-        Field(
-            ge=0,
-            title="Max requests per second (override)",
-            description="0: the campaign's [limits] max_per_second",
-        ),
-    ] = 0,
-    max_in_flight: Annotated[
-        int,
-        Field(
-            ge=0,
-            title="Max requests in flight (override)",
-            description="0: the campaign's [limits] max_in_flight",
-        ),
-    ] = 0,
-    preview_rows: Annotated[
-        int, Field(ge=0, le=100, title="Preview rows", description="Rows shown in a dry run's preview table")
-    ] = 5,
+    campaign: str,
+    dry_run: bool = False,
+    segment: str = "",
+    table: str = "",
+    max_per_second: Annotated[float, Field(ge=0)] = 0,
+    max_in_flight: Annotated[int, Field(ge=0)] = 0,
+    preview_rows: Annotated[int, Field(ge=0, le=100)] = 5,
 ) -> dict[str, Any] | State:
     """Issue passes for a campaign's segment and write the attribute exports.
 
@@ -209,6 +167,19 @@ def issue_passes(
     Failed with the summary as its result when some rows failed at the vendor. Parameters are flat
     (Prefect merges a run's parameters with the deployment's at the top level only, so
     ``prefect deployment run issue-passes/NAME -p dry_run=true`` works).
+
+    Args:
+        campaign: Path of the campaign TOML file, e.g. data/campaigns/skycore-coupon.toml (fixed by a
+            campaign's deployment).
+        dry_run: Validate and show what would be issued (a preview table); write no ledger rows or
+            exports. Runs started by hand default to a dry run unless the campaign's [schedule] says
+            manual_dry_run = false.
+        segment: A CSV file path or a database URL to read instead of the campaign's [source]; empty:
+            the campaign's segment. Relative paths: the working directory, then the project.
+        table: Table to read when the segment is a database URL.
+        max_per_second: Overrides [limits] max_per_second; 0: the campaign's value.
+        max_in_flight: Overrides [limits] max_in_flight; 0: the campaign's value.
+        preview_rows: Rows shown in a dry run's preview table.
     """
     request = IssueRequest(
         campaign=campaign,

@@ -35,13 +35,9 @@ class ShardRequest(BaseModel):
 
     campaign: str = Field(title="Campaign file", description="Path of the campaign TOML file")
     shard_index: int = Field(ge=0, title="Shard", description="Which shard this run issues (0 … count-1)")
-    shard_count: int = Field(
-        ge=1, le=64, title="Shards", description="How many shards the campaign is split into"
-    )
+    shard_count: int = Field(ge=1, le=64, title="Shards", description="How many shards the campaign is split into")
     max_per_second: float | None = Field(
-        default=None,
-        gt=0,
-        title="Vendor limit, requests/s (override)",
+        default=None, gt=0, title="Vendor limit, requests/s (override)",
         description="The whole campaign's limit; this shard uses 1/count of it",
     )
 
@@ -51,30 +47,20 @@ class ShardedIssueRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    campaign: str = Field(
-        title="Campaign file", description="Path of the campaign TOML file (same path on every worker)"
-    )
-    shards: int = Field(
-        default=2, ge=1, le=64, title="Shards", description="Child runs; each gets 1/shards of the limit"
-    )
+    campaign: str = Field(title="Campaign file", description="Path of the campaign TOML file (same path on every worker)")
+    shards: int = Field(default=2, ge=1, le=64, title="Shards", description="Child runs; each gets 1/shards of the limit")
     deployment: str | None = Field(
         default="issue-passes-shard/issue-passes-shard",
         title="Shard deployment",
         description="'flow/deployment' of issue-passes-shard on a process work pool; empty = run here, one by one",
     )
     max_per_second: float | None = Field(
-        default=None,
-        gt=0,
-        title="Vendor limit, requests/s (override)",
-        description="Overrides [limits] max_per_second",
+        default=None, gt=0, title="Vendor limit, requests/s (override)", description="Overrides [limits] max_per_second"
     )
 
     def shard(self, index: int) -> ShardRequest:
         return ShardRequest(
-            campaign=self.campaign,
-            shard_index=index,
-            shard_count=self.shards,
-            max_per_second=self.max_per_second,
+            campaign=self.campaign, shard_index=index, shard_count=self.shards, max_per_second=self.max_per_second
         )
 
 

@@ -9,7 +9,7 @@ Secrets are never parameters: the campaign file references them.
 
 # No `from __future__ import annotations`: a runner that loads this flow from its entrypoint builds
 # the parameter model from the annotations, and string annotations may be unresolvable there.
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from passflow.flows.issue_passes import artifact_key
 from passflow.flows.runinfo import headline, prefect_run_id, tag_dry_run, update_run_name
@@ -17,7 +17,6 @@ from passflow.tasks.update_tasks import plan_updates, send_updates
 from prefect import State, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
-from pydantic import Field
 
 from passflow.config import load_campaign
 from passflow.errors import ConfigError, VendorError
@@ -30,56 +29,35 @@ _SKIP = {"preview", "error_codes"}
 
 @flow(name="update-passes", persist_result=False, flow_run_name=update_run_name)
 def update_passes(
-    campaign: Annotated[
-        str,
-        Field(
-            title="Campaign file",
-            description="Path of the campaign TOML file (fixed by a campaign's deployment)",
-        ),
-    ] = "",
-    mode: Annotated[
-        Literal["customers", "events", "diff"],
-        Field(
-            title="Source of updates",
-            description="customers: the ids below get one action; events: the events source mapped by "
-            "[updates.rules]; diff: rerun the segment and update the customers whose values changed",
-        ),
-    ] = "customers",
-    customer_ids: Annotated[list[str], Field(title="Customer ids", description="For mode=customers")] = [],  # noqa: B006 - Prefect copies defaults
-    action: Annotated[
-        str,
-        Field(title="Action", description="For mode=customers: void, expire or an [updates.actions] name"),
-    ] = "",
-    events_file: Annotated[
-        str, Field(title="Events CSV", description="For mode=events: a CSV instead of [updates.events]")
-    ] = "",
-    event_key: Annotated[
-        str,
-        Field(
-            title="Event key",
-            description="For mode=customers from an event (e.g. a Prefect event id): once per customer",
-        ),
-    ] = "",
-    segment: Annotated[
-        str,
-        Field(
-            title="Segment CSV (diff)", description="For mode=diff: a CSV instead of the campaign's [source]"
-        ),
-    ] = "",
-    origin: Annotated[
-        str, Field(title="Origin", description="Recorded in the history (e.g. prefect-event)")
-    ] = "customers",
-    dry_run: Annotated[
-        bool, Field(title="Dry run", description="Show what would be sent; send and write nothing")
-    ] = False,
+    campaign: str = "",
+    mode: Literal["customers", "events", "diff"] = "customers",
+    customer_ids: tuple[str, ...] = (),  # a tuple: an immutable default, still a plain list in the form
+    action: str = "",
+    events_file: str = "",
+    event_key: str = "",
+    segment: str = "",
+    origin: str = "customers",
+    dry_run: bool = False,
 ) -> dict[str, Any] | State:
     """Update issued passes of a campaign and record every attempt in the update history.
 
     Ends Failed (with a failure artifact) when rows failed at the vendor, so a failure automation
     fires for updates too. Parameters are flat: ``-p dry_run=true`` works on a deployment.
+
+    Args:
+        campaign: Path of the campaign TOML file (fixed by a campaign's deployment).
+        mode: customers: the ids below get one action; events: the events source mapped by
+            [updates.rules]; diff: rerun the segment and update the customers whose values changed.
+        customer_ids: For mode=customers: the customer ids to update.
+        action: For mode=customers: void, expire or an [updates.actions] name.
+        events_file: For mode=events: a CSV instead of [updates.events].
+        event_key: For mode=customers from an event (e.g. a Prefect event id): handled once per customer.
+        segment: For mode=diff: a segment CSV instead of the campaign's [source].
+        origin: Recorded in the update history (e.g. prefect-event).
+        dry_run: Show what would be sent; send and write nothing.
     """
     request = UpdateRequest(
-        campaign=campaign or None, mode=mode, customer_ids=list(customer_ids), action=action or None,
+        campaign=campaign or None, mode=mode, customer_ids=list(customer_ids or []), action=action or None,
         events_file=events_file or None, event_key=event_key or None, segment=segment or None,
         origin=origin, dry_run=dry_run,
     )  # fmt: skip

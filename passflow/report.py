@@ -98,11 +98,7 @@ def failure_next_step(error: BaseException | str, *, issued: int = 0) -> str:
             "Nothing was issued: too many rows were rejected. Fix the rows listed in the rejects file (the "
             "reasons are counted above) or raise [validation] max_reject_rate, then run again."
         )
-    done = (
-        f"{issued} passes were issued and recorded in the ledger"
-        if issued
-        else "The ledger keeps what was issued"
-    )
+    done = f"{issued} passes were issued and recorded in the ledger" if issued else "The ledger keeps what was issued"
     return (
         f"{done}; no export was written for this run (exports are committed only when the whole run "
         "succeeds). Fix the cause (e.g. wait for the vendor) and run again: a rerun resumes and skips "
@@ -153,12 +149,7 @@ def funnel_rows(counts: Mapping[str, int]) -> list[dict[str, Any]]:
 
 def funnel_markdown(counts: Mapping[str, int], *, campaign: str = "") -> str:
     """A funnel table with a text bar per stage — reads at a glance in the Prefect UI and a terminal."""
-    lines = [
-        f"## Funnel{': ' + campaign if campaign else ''}",
-        "",
-        "| stage | count | share | |",
-        "|---|---:|---:|---|",
-    ]
+    lines = [f"## Funnel{': ' + campaign if campaign else ''}", "", "| stage | count | share | |", "|---|---:|---:|---|"]
     for r in funnel_rows(counts):
         filled = round(min(r["share"], 1.0) * BAR_WIDTH)
         bar = "█" * filled + "░" * (BAR_WIDTH - filled)

@@ -23,9 +23,7 @@ def test_one_deployment_per_campaign_with_schedule_and_valid_parameters() -> Non
     assert {"spring-coupon-2026", "loyalty-card-2026"} <= set(issue)
     coupon = issue["spring-coupon-2026"]
     [sched] = coupon.schedules
-    assert (
-        sched.schedule.cron == "0 6 * * MON" and sched.schedule.timezone == "Europe/Prague" and sched.active
-    )
+    assert sched.schedule.cron == "0 6 * * MON" and sched.schedule.timezone == "Europe/Prague" and sched.active
     assert sched.parameters == {"dry_run": False}  # the schedule issues for real …
     for d in issue.values():
         params = d.parameters

@@ -176,6 +176,4 @@ def test_prefect_events_trigger_updates_on_a_real_server(tmp_path: Path) -> None
     assert void["action"].tolist() == ["void"] and void["source"].tolist() == ["prefect-event"]
     assert void["event_key"].iloc[0].startswith("prefect:")
     assert customer_history(campaign, "C2")["action"].tolist() == ["notify"]
-    print(
-        "\ntrigger round trip, seconds since start: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
-    )
+    print("\ntrigger round trip, seconds since start: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
