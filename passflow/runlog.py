@@ -117,6 +117,8 @@ def run_headline(summary: dict[str, Any]) -> str:
     if not summary or "error" in summary and len(summary) == 1:
         return f"error: {summary['error']}" if summary else ""
     if "issued_new" in summary:
-        issued = sum(int(summary.get(k) or 0) for k in ("issued_new", "reissued_changed", "retried", "reconciled"))
+        issued = sum(
+            int(summary.get(k) or 0) for k in ("issued_new", "reissued_changed", "retried", "reconciled")
+        )
         return f"{issued} issued · {summary.get('rejected', 0)} rejected · {summary.get('failed', 0)} failed"
     return f"{summary.get('sent', 0)} sent · {summary.get('failed', 0)} failed"

@@ -48,7 +48,9 @@ def test_runs_json_by_name_newest_first(campaigns: Path) -> None:
         assert res.exit_code == 0, res.output
         rows = json.loads(res.stdout)
         assert [r["flow"] for r in rows] == ["update-passes", "issue-passes"]
-        assert rows[1]["headline"] == "293 issued · 7 rejected · 0 failed" and rows[1]["status"] == "completed"
+        assert (
+            rows[1]["headline"] == "293 issued · 7 rejected · 0 failed" and rows[1]["status"] == "completed"
+        )
         assert rows[0]["headline"] == "3 sent · 2 failed" and "preview" not in rows[1]["summary"]
     res = runner.invoke(app, ["runs"])
     assert res.exit_code == 0 and "293 issued" in res.output and "test-coupon" in res.output
