@@ -8,6 +8,7 @@ Secrets are never parameters: the campaign file references them (env vars / Secr
 
 # No `from __future__ import annotations`: the runner builds the parameter schema from the annotations.
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from prefect.states import Failed
 from pydantic import BaseModel, ConfigDict, Field
 
 from passflow.config import Campaign, load_campaign
-from passflow.errors import PassflowError
+from passflow.errors import ConfigError, PassflowError, RejectRateExceeded, SourceError, TemplateError
 from passflow.paths import project_root, resolve_user_path
 from passflow.report import failure_markdown, funnel_markdown, report_progress, summary_markdown, summary_rows
 from passflow.run import IssueRun, RunResult, run_sequence
@@ -190,7 +191,22 @@ def issue_passes(
         max_in_flight=max_in_flight or None,
         preview_rows=preview_rows,
     )
-    return _issue(request)
+    return user_errors_as_failed(_issue, request)
+
+
+USER_ERRORS = (ConfigError, SourceError, TemplateError, RejectRateExceeded)
+
+
+def user_errors_as_failed(fn: Callable[[Any], Any], request: Any) -> Any:
+    """A bad campaign file or input ends the run Failed with one log line: the failure artifact has
+    the details and the next step, and two tracebacks in the UI log would only hide them. The
+    exception stays the state's result (the CLI and the inbox read it)."""
+    try:
+        return fn(request)
+    except USER_ERRORS as exc:
+        text = redact(f"{type(exc).__name__}: {exc}")
+        get_run_logger().error("%s", text)
+        return Failed(message=text, data=exc)
 
 
 def _issue(request: IssueRequest) -> dict[str, Any] | State:

@@ -11,7 +11,7 @@ Secrets are never parameters: the campaign file references them.
 # the parameter model from the annotations, and string annotations may be unresolvable there.
 from typing import Any, Literal
 
-from passflow.flows.issue_passes import artifact_key
+from passflow.flows.issue_passes import artifact_key, user_errors_as_failed
 from passflow.flows.runinfo import headline, prefect_run_id, tag_dry_run, update_run_name
 from passflow.tasks.update_tasks import plan_updates, send_updates
 from prefect import State, flow, get_run_logger
@@ -61,7 +61,7 @@ def update_passes(
         events_file=events_file or None, event_key=event_key or None, segment=segment or None,
         origin=origin, dry_run=dry_run,
     )  # fmt: skip
-    return _update(request)
+    return user_errors_as_failed(_update, request)
 
 
 def _update(request: UpdateRequest) -> dict[str, Any] | State:
