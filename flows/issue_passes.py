@@ -7,6 +7,7 @@ Secrets are never parameters: the campaign file references them (env vars / Secr
 """
 
 # No `from __future__ import annotations`: the runner builds the parameter schema from the annotations.
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Annotated, Any
 
 from passflow.flows.runinfo import campaign_label, headline, issue_run_name, prefect_run_id, tag_dry_run
 from passflow.tasks.issue_tasks import deliver_segment, end_staging, stage_segment
+from passflow.tasks.vendor_limit import needs_lease, vendor_lease
 from prefect import State, flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -197,6 +199,21 @@ def issue_passes(
 USER_ERRORS = (ConfigError, SourceError, TemplateError, RejectRateExceeded)
 
 
+class _NoUserErrorTracebacks(logging.Filter):
+    """A runner (``passflow serve``, a worker) re-raises a Failed run's exception at the end and logs
+    it with its traceback to the run's log ("Engine execution exited with unexpected exception"). For a
+    user error that is noise under the one line the flow logged: drop it (other errors keep theirs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, USER_ERRORS) and "exited with unexpected exception" in str(record.msg))
+
+
+# Installed when the flow module is imported — in the runner's subprocess too, before the run starts.
+if not any(isinstance(f, _NoUserErrorTracebacks) for f in logging.getLogger("prefect.flow_runs").filters):
+    logging.getLogger("prefect.flow_runs").addFilter(_NoUserErrorTracebacks())
+
+
 def user_errors_as_failed(fn: Callable[[Any], Any], request: Any) -> Any:
     """A bad campaign file or input ends the run Failed with one log line: the failure artifact has
     the details and the next step, and two tracebacks in the UI log would only hide them. The
@@ -257,7 +274,11 @@ def _issue(request: IssueRequest) -> dict[str, Any] | State:
             "staged %d rows: %d ready, %d rejected", run.counts.read, run.counts.prepared, run.counts.rejected
         )
         report_progress("deliver", 0, run.batch_count)
-        deliver_segment(run, delivered)
+        # One run per vendor account sends at a time (tasks/vendor_limit.py); the others wait here.
+        with vendor_lease(run.campaign, active=needs_lease(run.campaign, dry_run=run.dry_run)) as lease:
+            if lease:
+                logger.info("holding the vendor account's slot %s", lease)
+            deliver_segment(run, delivered)
 
     try:
         # Prefect's own SIGTERM handler would abort mid-call; the sequence's lets the calls in flight land first.

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from passflow.flows.issue_passes import artifact_key, user_errors_as_failed
 from passflow.flows.runinfo import headline, prefect_run_id, tag_dry_run, update_run_name
 from passflow.tasks.update_tasks import plan_updates, send_updates
+from passflow.tasks.vendor_limit import vendor_lease
 from prefect import State, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
@@ -74,8 +75,11 @@ def _update(request: UpdateRequest) -> dict[str, Any] | State:
     try:
         plan_updates(run)
         total = run.chunk_count
-        for i in range(total):
-            send_updates.with_options(task_run_name=f"send-updates-{i + 1}-of-{total}")(run, i)
+        # One run per vendor account sends at a time (tasks/vendor_limit.py): an issue run of the
+        # same account waits, and this one waits for it.
+        with vendor_lease(campaign, active=bool(total) and not request.dry_run):
+            for i in range(total):
+                send_updates.with_options(task_run_name=f"send-updates-{i + 1}-of-{total}")(run, i)
     except BaseException as exc:
         run.abort(exc)
         raise
