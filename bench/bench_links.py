@@ -103,7 +103,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 from prefect import flow
-from passflow.flows.issue_passes import IssueRequest, issue_passes
+from passflow.flows.issue_passes import issue_passes
 
 @flow
 def warm_up():
@@ -146,7 +146,7 @@ def _sample():
 t0 = time.perf_counter()
 threading.Thread(target=_sample, daemon=True).start()
 
-summary = issue_passes(IssueRequest(campaign=sys.argv[1]))
+summary = issue_passes(campaign=sys.argv[1])
 elapsed = time.perf_counter() - t0
 done.set()
 {peak}

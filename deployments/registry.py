@@ -2,8 +2,10 @@
 :data:`FLOWS`.
 
 A *per-campaign* entry gets one deployment per campaign file (named after the campaign), scheduled
-by the campaign's ``[schedule]`` (cron + IANA time zone; none → run by hand only) and with default
-parameters that point at the campaign file. A *global* entry (the inbox) gets one deployment.
+by the campaign's ``[schedule]`` (cron + IANA time zone; none → run by hand only), with flat default
+parameters whose campaign field is fixed to the campaign file, one run at a time (an overlapping run
+queues), and manual runs that default to a dry run (``[schedule] manual_dry_run``). A *global* entry
+(the inbox) gets one deployment.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from typing import Any
 
 from passflow.deployments.update_triggers import update_triggers
 from passflow.flows.import_inbox import InboxRequest, import_inbox
-from passflow.flows.issue_passes import PROJECT_ROOT, IssueRequest, issue_passes
+from passflow.flows.issue_passes import PROJECT_ROOT, issue_passes
 from passflow.flows.issue_sharded import issue_passes_shard, issue_passes_sharded
 from passflow.flows.update_passes import update_passes
 from prefect import Flow
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron, Schedule
 
 from passflow.config import Campaign, load_campaign
-from passflow.updates import UpdateRequest
 
 CAMPAIGNS = PROJECT_ROOT / "data" / "campaigns"
 INBOX_CRON = "* * * * *"  # the inbox is polled every minute; a file is taken at the second poll
@@ -47,16 +49,22 @@ class FlowEntry:
 
 
 def _cron(s: Any) -> list[Schedule]:
-    return [Cron(s.cron, timezone=s.timezone, active=s.active)] if s else []
+    # The schedule carries its own dry_run: the deployment's default is the *manual* runs' one.
+    return [Cron(s.cron, timezone=s.timezone, active=s.active, parameters={"dry_run": s.dry_run})] if s else []
 
 
 def campaign_schedule(campaign: Campaign) -> list[Schedule]:
     return _cron(campaign.schedule)
 
 
+def manual_dry_run(schedule: Any) -> bool:
+    """A run started by hand (the UI's Run button, ``prefect deployment run``) is a dry run unless the
+    campaign's ``[schedule] manual_dry_run = false``: a click should never issue by surprise."""
+    return schedule.manual_dry_run if schedule is not None else True
+
+
 def _issue_parameters(path: str, campaign: Campaign) -> dict[str, Any]:
-    dry_run = campaign.schedule.dry_run if campaign.schedule else False
-    return {"request": IssueRequest(campaign=path, dry_run=dry_run).model_dump()}
+    return {"campaign": path, "dry_run": manual_dry_run(campaign.schedule)}
 
 
 def _update_parameters(path: str, campaign: Campaign) -> dict[str, Any]:
@@ -65,8 +73,23 @@ def _update_parameters(path: str, campaign: Campaign) -> dict[str, Any]:
     u = campaign.updates
     assert u is not None
     mode = "events" if u.events else "diff" if u.diff_action else "customers"
-    dry_run = u.schedule.dry_run if u.schedule else False
-    return {"request": UpdateRequest(campaign=path, mode=mode, dry_run=dry_run).model_dump()}
+    return {"campaign": path, "mode": mode, "dry_run": manual_dry_run(u.schedule)}
+
+
+# One run of a campaign's deployment at a time; an overlapping one (a schedule firing while a run
+# is still going, a second click) waits in AwaitingConcurrencySlot instead of failing on the ledger's
+# lock and setting off the failure automation.
+ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
+def fix_campaign(deployment: RunnerDeployment, path: str) -> RunnerDeployment:
+    """Show the campaign field read-only with its one allowed value (the server rejects another).
+    ``prefect.utilities.annotations.freeze`` does this too, but from_flow sets the schema after the
+    validator that applies it has run, so it is done here."""
+    prop = deployment._parameter_openapi_schema.properties.get("campaign")
+    if prop is not None:
+        prop.update(readOnly=True, enum=[path], default=path)
+    return deployment
 
 
 FLOWS: list[FlowEntry] = [
@@ -117,17 +140,17 @@ def build_deployments(
                 extra = dict(kind)
                 if entry.triggers is not None:
                     extra["triggers"] = entry.triggers(_param_path(path), campaign)
-                out.append(
-                    entry.flow.to_deployment(
-                        name=campaign.name,
-                        description=campaign.campaign.description
-                        or f"{entry.flow.name} for {campaign.name} ({campaign.provider})",
-                        tags=[*entry.tags, campaign.provider],
-                        parameters=entry.campaign_parameters(_param_path(path), campaign),
-                        schedules=entry.campaign_schedule(campaign) if entry.campaign_schedule else [],
-                        **extra,
-                    )
+                deployment = entry.flow.to_deployment(
+                    name=campaign.name,
+                    description=campaign.campaign.description
+                    or f"{entry.flow.name} for {campaign.name} ({campaign.provider})",
+                    tags=[*entry.tags, campaign.provider],
+                    parameters=entry.campaign_parameters(_param_path(path), campaign),
+                    schedules=entry.campaign_schedule(campaign) if entry.campaign_schedule else [],
+                    concurrency_limit=ONE_AT_A_TIME,
+                    **extra,
                 )
+                out.append(fix_campaign(deployment, _param_path(path)))
         else:
             params = entry.parameters() if entry.parameters else {}
             if inbox and "request" in params and entry.flow is import_inbox:

@@ -37,14 +37,12 @@ def update_triggers(campaign: Campaign, campaign_path: str | Path) -> list[Deplo
             expect={UPDATE_REQUESTED},
             match={"passflow.campaign": name},
             parameters={
-                "request": {
-                    "campaign": path,
-                    "mode": "customers",
-                    "customer_ids": "{{ event.payload.customer_ids }}",
-                    "action": "{{ event.payload.action }}",
-                    "event_key": "prefect:{{ event.id }}",
-                    "origin": "prefect-event",
-                }
+                "campaign": path,
+                "mode": "customers",
+                "customer_ids": "{{ event.payload.customer_ids }}",
+                "action": "{{ event.payload.action }}",
+                "event_key": "prefect:{{ event.id }}",
+                "origin": "prefect-event",
             },
         ),
         DeploymentEventTrigger(
@@ -52,14 +50,12 @@ def update_triggers(campaign: Campaign, campaign_path: str | Path) -> list[Deplo
             expect={PASS_UNINSTALLED},
             match={"passflow.campaign": name},
             parameters={
-                "request": {
-                    "campaign": path,
-                    "mode": "customers",
-                    "customer_ids": ["{{ event.resource['passflow.customer_id'] }}"],
-                    "action": "void",
-                    "event_key": "prefect:{{ event.id }}",
-                    "origin": "prefect-event",
-                }
+                "campaign": path,
+                "mode": "customers",
+                "customer_ids": ["{{ event.resource['passflow.customer_id'] }}"],
+                "action": "void",
+                "event_key": "prefect:{{ event.id }}",
+                "origin": "prefect-event",
             },
         ),
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from passflow.flows.issue_passes import PROJECT_ROOT, IssueRequest, issue_passes
+from passflow.flows.issue_passes import PROJECT_ROOT, issue_passes
 from prefect import State, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
@@ -63,7 +63,7 @@ def _issue_subflow(campaign_path: Path, csv_path: Path) -> dict[str, Any]:
 
     loaded = load_campaign(campaign_path, overrides={"source.csv": str(csv_path)})
     with sandbox_for(loaded):
-        state = issue_passes(IssueRequest(campaign=str(campaign_path), segment=str(csv_path)), return_state=True)
+        state = issue_passes(campaign=str(campaign_path), segment=str(csv_path), return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         if isinstance(result, PassflowError):

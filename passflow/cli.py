@@ -35,6 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help text is plain: "[limits] max_per_second" keeps its brackets
 )
 console = Console()
 err = Console(stderr=True)
@@ -93,7 +94,7 @@ def _run_flow(flow: Any, request: Any, campaign: Any) -> tuple[dict, Any]:
     _quiet_user_errors()
     # our own temporary API server (not Prefect's ephemeral one): it dies with this process on kill -9
     with sandbox_for(campaign, console=err), temporary_prefect_api(), _live_progress():
-        state = flow(request, return_state=True)
+        state = flow(**request.flow_parameters(), return_state=True)
     return _state_summary(state), state
 
 
@@ -636,6 +637,117 @@ def demo_db(
 
     build_crm_db(path, rows=rows)
     console.print(f"wrote {path} ({rows} customers, table 'customers')")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"passflow {version('passflow')}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit")
+    ] = False,
+) -> None:
+    """Issue mobile wallet passes in bulk (Skycore signed links, Passmachine API) — Prefect flows."""
+
+
+def _campaign_arg(value: str) -> Path:
+    from passflow.runlog import resolve_campaign
+
+    try:
+        return resolve_campaign(value)
+    except PassflowError as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+
+
+@app.command()
+def runs(
+    campaign: Annotated[
+        str | None, typer.Argument(help="Campaign name or TOML file; default: every campaign in data/campaigns")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Newest runs shown per campaign")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document (a list of runs) on stdout")] = False,
+) -> None:
+    """The run log: every run's status and headline from the ledger, newest first (read-only)."""
+    import json
+
+    from passflow.config import load_campaign
+    from passflow.runlog import campaign_files, read_runs
+
+    paths = [_campaign_arg(campaign)] if campaign else list(campaign_files().values())
+    out: list[dict[str, Any]] = []
+    try:
+        for path in paths:
+            loaded = load_campaign(path)
+            out += read_runs(loaded.ledger.url, loaded.name, limit=limit)
+    except PassflowError as exc:
+        _fail(exc)
+    out.sort(key=lambda r: r["started_at"], reverse=True)
+    if as_json:
+        print(json.dumps(out, default=str, indent=2))
+        return
+    if not out:
+        console.print("no runs recorded yet", markup=False)
+        return
+    table = Table(title="runs, newest first")
+    for col in ("started (UTC)", "campaign", "flow", "status", "headline", "run id"):
+        table.add_column(col, overflow="fold")
+    for r in out:
+        dry = " (dry run)" if r["summary"].get("dry_run") else ""
+        table.add_row(r["started_at"][:19], r["campaign"], r["flow"], r["status"], r["headline"] + dry, r["run_id"])
+    console.print(table)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout")] = False,
+) -> None:
+    """Every campaign in the campaigns folder: provider, schedule, the last run and a run in progress (read-only)."""
+    import json
+
+    from passflow.config import load_campaign
+    from passflow.runlog import campaign_files, campaigns_dir, read_locks, read_runs
+
+    rows: list[dict[str, Any]] = []
+    for name, path in campaign_files().items():
+        try:
+            loaded = load_campaign(path)
+        except PassflowError as exc:
+            rows.append({"campaign": name, "file": str(path), "error": redact(str(exc).splitlines()[0])})
+            continue
+        [last] = read_runs(loaded.ledger.url, loaded.name, limit=1) or [None]
+        locks = [lk for lk in read_locks(loaded.ledger.url) if lk["campaign"].split("#")[0] == loaded.name]
+        sched = loaded.schedule
+        rows.append(
+            {
+                "campaign": loaded.name,
+                "file": str(path),
+                "provider": loaded.provider,
+                "schedule": f"{sched.cron} ({sched.timezone})" if sched else "",
+                "last_run": last and {k: last[k] for k in ("run_id", "flow", "status", "started_at", "headline")},
+                "running": [lk["run_id"] for lk in locks],
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, default=str, indent=2))
+        return
+    table = Table(title=f"campaigns in {campaigns_dir()}")
+    for col in ("campaign", "provider", "schedule", "last run", "running"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["campaign"], "", "", f"config error: {r['error']}", "")
+            continue
+        last = r["last_run"]
+        text = f"{last['started_at'][:16]} {last['status']}: {last['headline']}" if last else "never run"
+        table.add_row(r["campaign"], r["provider"], r["schedule"], text, ", ".join(x[:8] for x in r["running"]))
+    console.print(table)
 
 
 def main() -> None:

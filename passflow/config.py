@@ -277,7 +277,10 @@ class ScheduleSettings(_Model):
     cron: str = Field(description="Cron expression, e.g. '0 6 * * MON' (06:00 every Monday)")
     timezone: str = Field("UTC", description="IANA time zone the cron is read in, e.g. 'Europe/Prague'")
     active: bool = Field(True, description="false keeps the deployment but pauses its schedule")
-    dry_run: bool = Field(False, description="Default of the deployment's 'Dry run' parameter")
+    dry_run: bool = Field(False, description="Whether the scheduled runs are dry runs")
+    manual_dry_run: bool = Field(
+        True, description="Default of 'Dry run' for runs started by hand (the UI's Run button); false: real runs"
+    )
 
     @field_validator("cron")
     @classmethod

@@ -85,20 +85,52 @@ def summary_markdown(result: RunResult | Summary, *, title: str | None = None) -
     return "\n".join(lines) + "\n"
 
 
-def failure_markdown(campaign: str, error: BaseException | str, *, run: str | None = None) -> str:
-    """The loud artifact of a failed run: what failed and what to do. ``error`` text must be redacted."""
-    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    lines = [
-        f"# FAILED: {campaign}" + (f" — run `{run}`" if run else ""),
-        "",
-        "```",
-        text.strip(),
-        "```",
-        "",
-        "No export was written for this run (exports are committed only when the whole run succeeds). "
-        "The ledger keeps what was issued, so a rerun resumes; fix the cause and run again.",
-    ]
-    return "\n".join(lines) + "\n"
+def failure_next_step(error: BaseException | str, *, issued: int = 0) -> str:
+    """What to do next, by error class: a config/input error issued nothing (fix it and run again);
+    too many rejects issued nothing (see the reasons and the rejects file); anything else (a vendor
+    outage, a stop) may have issued rows, which the ledger keeps, so a rerun resumes."""
+    from passflow.errors import ConfigError, RejectRateExceeded, SourceError, TemplateError
+
+    if isinstance(error, ConfigError | SourceError | TemplateError):
+        return "Nothing was issued. Fix the campaign file or the input named above, then run again."
+    if isinstance(error, RejectRateExceeded):
+        return (
+            "Nothing was issued: too many rows were rejected. Fix the rows listed in the rejects file (the "
+            "reasons are counted above) or raise [validation] max_reject_rate, then run again."
+        )
+    done = f"{issued} passes were issued and recorded in the ledger" if issued else "The ledger keeps what was issued"
+    return (
+        f"{done}; no export was written for this run (exports are committed only when the whole run "
+        "succeeds). Fix the cause (e.g. wait for the vendor) and run again: a rerun resumes and skips "
+        "what was issued."
+    )
+
+
+def failure_markdown(
+    campaign: str,
+    error: BaseException | str,
+    *,
+    run: str | None = None,
+    text: str | None = None,
+    issued: int = 0,
+    reasons: Mapping[str, int] | None = None,
+    rejects_file: str | None = None,
+) -> str:
+    """The loud artifact of a failed run: what failed and what to do. ``text`` (or ``error``'s text)
+    must be redacted. Plain wrapped paragraphs, no code block: a Prefect panel is ~850 px wide."""
+    message = text or (error if isinstance(error, str) else f"{type(error).__name__}: {error}")
+    lines = [f"# FAILED: {campaign}", ""]
+    if run:
+        lines += [f"Run `{run}`", ""]
+    lines += [f"> {part}" if part else ">" for part in message.strip().splitlines()]
+    lines += ["", f"**Next step:** {failure_next_step(error, issued=issued)}", ""]
+    if reasons:
+        lines += ["| reject reason | rows |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:20]]
+        lines.append("")
+    if rejects_file:
+        lines += [f"Rejects file: `{rejects_file}`", ""]
+    return "\n".join(lines)
 
 
 # --- funnel (campaigns with callbacks) --------------------------------------------------------------

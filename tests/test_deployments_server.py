@@ -117,19 +117,31 @@ def runs(served: dict[str, Any], deployments: dict[str, Any]) -> dict[str, Any]:
     write_segment_csv(inbox / "inbox-coupon--from-analyst.csv", rows=120)
     (inbox / "inbox-coupon--from-analyst.csv.ready").touch()
     issue = deployments["issue-passes/test-coupon"]
-    form = dict(issue.parameters["request"], max_in_flight=4)  # the form, with one field changed
+    # Flat parameters: a run's parameters are merged with the deployment's at the top level, so the
+    # form's changed fields alone are enough (a hand-started run is a dry run unless it says not).
+    form = {"max_in_flight": 4, "dry_run": False}
     other = deployments["issue-passes/other-coupon"]
-    bad_form = dict(other.parameters["request"], segment=str(base / "missing.csv"))
+    bad_form = {"segment": str(base / "missing.csv"), "dry_run": False}
     inbox_dep = deployments["import-inbox/inbox"]
     inbox_form = dict(inbox_dep.parameters["request"], inbox=str(inbox))
+    env = {**os.environ, "PREFECT_API_URL": served["api"]}
 
     async def start_and_wait() -> dict[str, Any]:
         async with _client(served["api"]) as client:
             started = {
-                "issue": await client.create_flow_run_from_deployment(issue.id, parameters={"request": form}),
-                "bad": await client.create_flow_run_from_deployment(other.id, parameters={"request": bad_form}),
+                "issue": await client.create_flow_run_from_deployment(issue.id, parameters=form),
+                # the same campaign again while the first runs: it must queue, not fail on the lock
+                "queued": await client.create_flow_run_from_deployment(issue.id, parameters=form),
+                "bad": await client.create_flow_run_from_deployment(other.id, parameters=bad_form),
                 "inbox": await client.create_flow_run_from_deployment(inbox_dep.id, parameters={"request": inbox_form}),
             }
+            # `prefect deployment run … -p dry_run=true`, exactly as the README says
+            out = subprocess.run(
+                [sys.executable, "-m", "prefect", "deployment", "run", "issue-passes/inbox-coupon", "-p", "dry_run=true"],
+                env=env, capture_output=True, text=True, timeout=120, check=True,
+            ).stdout  # fmt: skip
+            dry_id = next(w for w in out.split() if len(w) == 36 and w.count("-") == 4)
+            started["dry"] = await client.read_flow_run(dry_id)
             deadline = time.monotonic() + 150
             while True:
                 done = {k: await client.read_flow_run(r.id) for k, r in started.items()}
@@ -145,7 +157,8 @@ def runs(served: dict[str, Any], deployments: dict[str, Any]) -> dict[str, Any]:
                 )
                 for k, r in done.items()
             }
-            return {"runs": done, "artifacts": arts}
+            states = {k: await client.read_flow_run_states(r.id) for k, r in done.items()}
+            return {"runs": done, "artifacts": arts, "states": states}
 
     return asyncio.run(start_and_wait())
 
@@ -194,9 +207,11 @@ def test_the_ui_form_has_titles_and_descriptions_and_no_secrets(deployments: dic
 
 
 def test_a_run_from_the_api_completes_with_its_artifacts(runs: dict[str, Any], served: dict[str, Any]) -> None:
-    run = runs["runs"]["issue"]
+    # of the two runs of the campaign, the one that got the slot first issued the passes
+    key = min(("issue", "queued"), key=lambda k: runs["runs"][k].start_time)
+    run = runs["runs"][key]
     assert run.state.is_completed(), (run.state, served["log"].read_text()[-3000:])
-    kinds = {a.type: a for a in runs["artifacts"]["issue"]}
+    kinds = {a.type: a for a in runs["artifacts"][key]}
     assert {"table", "markdown", "progress"} <= set(kinds)
     table = kinds["table"].data if isinstance(kinds["table"].data, list) else __import__("json").loads(kinds["table"].data)
     assert {"metric": "issued: new", "value": 293} in table and {"metric": "rejected", "value": 7} in table
@@ -206,11 +221,34 @@ def test_a_run_from_the_api_completes_with_its_artifacts(runs: dict[str, Any], s
     assert exports and any(len(read_csv(f)) == 293 for f in exports)
 
 
-def test_a_failed_run_is_loud(runs: dict[str, Any]) -> None:
+def test_an_overlapping_run_of_a_campaign_queues_instead_of_failing(runs: dict[str, Any]) -> None:
+    first, second = runs["runs"]["issue"], runs["runs"]["queued"]
+    assert first.state.is_completed() and second.state.is_completed(), (first.state, second.state)
+    names = [s.name for s in runs["states"]["queued"]] + [s.name for s in runs["states"]["issue"]]
+    assert "AwaitingConcurrencySlot" in names, names  # one of them waited for the deployment's slot
+    a, b = sorted((first, second), key=lambda r: r.start_time)
+    assert a.end_time <= b.start_time  # never side by side
+    assert not any(r.state.is_failed() for r in (first, second))
+
+
+def test_a_dry_run_from_the_prefect_cli(runs: dict[str, Any]) -> None:
+    run = runs["runs"]["dry"]
+    assert run.state.is_completed() and run.parameters.get("dry_run") is True
+    assert run.name.startswith("inbox-coupon-issue-dry-run-") and "dry-run" in run.tags
+    keys = {a.key for a in runs["artifacts"]["dry"]}
+    assert "inbox-coupon-preview" in keys
+    [summary] = [a for a in runs["artifacts"]["dry"] if a.key == "inbox-coupon-summary"]
+    assert summary.description.startswith("dry run: 293 would be issued · 7 rejected · 0 failed")
+
+
+def test_a_failed_run_is_loud(runs: dict[str, Any], served: dict[str, Any]) -> None:
     run = runs["runs"]["bad"]
     assert run.state.is_failed()
+    # a user error is one line in the run's log, not two tracebacks
+    assert "SourceError" in run.state.message and "Traceback" not in served["log"].read_text()
     [failure] = [a for a in runs["artifacts"]["bad"] if a.key == "other-coupon-failure"]
     assert "FAILED: other-coupon" in failure.data and "missing.csv" in failure.data
+    assert "Nothing was issued" in failure.data  # the next step for an input error
 
 
 def test_the_inbox_deployment_takes_a_dropped_file(runs: dict[str, Any], served: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from passflow.flows.issue_passes import IssueRequest, issue_passes
+from passflow.flows.issue_passes import issue_passes
 from typer.testing import CliRunner
 
 from passflow.cli import app
@@ -33,7 +33,7 @@ def _artifacts() -> list[dict]:
 
 def test_flow_issues_and_publishes_artifacts(tmp_path: Path) -> None:
     path = make_campaign(tmp_path)
-    summary = issue_passes(IssueRequest(campaign=str(path)))
+    summary = issue_passes(campaign=str(path))
     assert summary["issued_new"] == 293 and summary["rejected"] == 7
     rows = read_csv(next(f for f in summary["export_files"] if "moengage" in f))
     assert all(verify_link(r["skycore_pass_link"]) for r in rows)
@@ -45,25 +45,62 @@ def test_flow_issues_and_publishes_artifacts(tmp_path: Path) -> None:
     assert any(r["metric"] == "issued: new" and r["value"] == 293 for r in data)
     report = next(a for a in arts if a["key"] == "test-coupon-report")
     assert "moengage" in report["data"] and "rejects" in report["data"]
+    # findable: the headline leads the description, and the run id is Prefect's flow-run id
+    assert table["description"].startswith("293 issued · 7 rejected · 0 failed")
+    assert table["flow_run_id"] == summary["run_id"]
     # rerun from the flow: nothing new
-    again = issue_passes(IssueRequest(campaign=str(path)))
+    again = issue_passes(campaign=str(path))
     assert again["issued_new"] == 0 and again["skipped_unchanged"] == 293
 
 
 def test_flow_fails_on_reject_rate(tmp_path: Path) -> None:
-    state = issue_passes(IssueRequest(campaign=str(make_campaign(tmp_path, max_reject=0.0))), return_state=True)
+    state = issue_passes(campaign=str(make_campaign(tmp_path, max_reject=0.0)), return_state=True)
     assert state.is_failed()
     assert isinstance(state.result(raise_on_failure=False), RejectRateExceeded)
+    arts = [a for a in _artifacts() if a["flow_run_id"] == str(state.state_details.flow_run_id)]
+    failure = next(a for a in arts if a["key"] == "test-coupon-failure")
+    # a next step for this kind of error, the reasons table and the rejects file; no code block
+    assert "Nothing was issued: too many rows were rejected" in failure["data"] and "| reject reason |" in failure["data"]
+    assert "Rejects file:" in failure["data"] and "```" not in failure["data"] and "rerun resumes" not in failure["data"]
+    progress = next(a for a in arts if a["type"] == "progress")
+    assert "FAILED" in progress["description"]
+
+
+def test_a_dry_run_is_named_tagged_and_shows_a_preview_table(tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    state = issue_passes(campaign=str(make_campaign(tmp_path)), dry_run=True, return_state=True)
+    assert state.is_completed()
+    run_id = state.state_details.flow_run_id
+
+    async def read() -> object:
+        async with get_client() as client:
+            return await client.read_flow_run(run_id)
+
+    run = asyncio.run(read())
+    assert run.name.startswith("test-coupon-issue-dry-run-") and "dry-run" in run.tags
+    arts = [a for a in _artifacts() if a["flow_run_id"] == str(run_id)]
+    preview = next(a for a in arts if a["key"] == "test-coupon-preview")
+    data = json.loads(preview["data"]) if isinstance(preview["data"], str) else preview["data"]
+    assert len(data) == 5 and "customer_id" in data[0]
+    summary = next(a for a in arts if a["key"] == "test-coupon-summary")
+    assert summary["description"].startswith("dry run: 293 would be issued · 7 rejected")
 
 
 def test_parameter_schema_has_titles_and_no_secrets() -> None:
     from prefect.utilities.callables import parameter_schema
 
     schema = parameter_schema(issue_passes.fn).model_dump()
-    props = schema["definitions"]["IssueRequest"]["properties"]
+    props = schema["properties"]
+    assert not schema.get("definitions")  # flat: nothing nested under a request object
     for name, prop in props.items():
         assert prop.get("title") and prop.get("description"), name
         assert not any(s in name for s in ("secret", "token", "salt", "password")), name
+        # plain optional fields: no `str | None` toggle ("Property is type None") in the form
+        assert "anyOf" not in prop and prop.get("type") in ("string", "number", "integer", "boolean"), (
+            name,
+            prop,
+        )
 
 
 def test_cli_issue_dry_run_and_exit_codes(tmp_path: Path) -> None:

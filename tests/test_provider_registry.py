@@ -117,13 +117,13 @@ def test_cli_in_a_fresh_process_loads_the_provider_from_the_environment(tmp_path
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_issue_update_callback_end_to_end(tmp_path: Path, vendor: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from passflow.flows.issue_passes import IssueRequest, issue_passes
+    from passflow.flows.issue_passes import issue_passes
 
     monkeypatch.setenv("PF_STAMP_CB", "cb-secret")
     path = stamp_campaign(tmp_path, vendor)
-    summary = issue_passes(IssueRequest(campaign=str(path)))
+    summary = issue_passes(campaign=str(path))
     assert summary["issued_new"] == 5 and summary["provider"] == "stamp" and summary["limit_per_s"] is None
-    again = issue_passes(IssueRequest(campaign=str(path)))
+    again = issue_passes(campaign=str(path))
     assert again["skipped_unchanged"] == 5 and again["issued_new"] == 0
 
     res = CliRunner().invoke(app, ["update", str(path), "--customers", "C1,C2", "--action", "upgrade"])

@@ -27,19 +27,26 @@ SUMMARY = {
 
 def test_summary_rows_have_every_required_metric() -> None:
     rows = {r["metric"]: r["value"] for r in summary_rows(SUMMARY)}
-    assert rows["read"] == 1000 and rows["rejected"] == 12 and rows["skipped (already issued, unchanged)"] == 300
+    assert (
+        rows["read"] == 1000 and rows["rejected"] == 12 and rows["skipped (already issued, unchanged)"] == 300
+    )
     assert rows["issued: new"] == 680 and rows["failed"] == 0 and rows["duration (s)"] == 14.9
     assert rows["rejected: invalid_email"] == 9 and rows["rejected: duplicate_customer_id"] == 3
     assert rows["achieved rate / limit (req/s)"] == "48.7 / 50.0"
     assert "updated" not in rows  # an issue run has no "updated" line …
-    assert {r["metric"]: r["value"] for r in summary_rows({**SUMMARY, "updated": 42})}["updated"] == 42  # … an update run has
+    assert {r["metric"]: r["value"] for r in summary_rows({**SUMMARY, "updated": 42})}[
+        "updated"
+    ] == 42  # … an update run has
 
 
 def test_markdown_links_the_files_and_warns_about_failures() -> None:
     md = summary_markdown(SUMMARY)
     assert "| issued: new | 680 |" in md and "file:///x/exports/loyalty-moengage.csv" in md
     assert "rejects: [loyalty-rejects.csv]" in md and "Warning" not in md
-    assert output_files(SUMMARY) == [("export", "/x/exports/loyalty-moengage.csv"), ("rejects", "/x/exports/loyalty-rejects.csv")]
+    assert output_files(SUMMARY) == [
+        ("export", "/x/exports/loyalty-moengage.csv"),
+        ("rejects", "/x/exports/loyalty-rejects.csv"),
+    ]
     assert "**Warning: 4 rows failed at the vendor**" in summary_markdown({**SUMMARY, "failed": 4})
     assert "**Dry run**" in summary_markdown({**SUMMARY, "dry_run": True, "export_files": []})
 
@@ -47,7 +54,11 @@ def test_markdown_links_the_files_and_warns_about_failures() -> None:
 def test_funnel_from_a_hand_made_count_dict() -> None:
     counts = {"uninstalled": 30, "issued": 200, "installed": 120}
     rows = funnel_rows(counts)
-    assert [r["stage"] for r in rows] == ["issued", "installed", "uninstalled"]  # funnel order, not dict order
+    assert [r["stage"] for r in rows] == [
+        "issued",
+        "installed",
+        "uninstalled",
+    ]  # funnel order, not dict order
     assert [r["share"] for r in rows] == [1.0, 0.6, 0.15]
     md = funnel_markdown(counts, campaign="loyalty")
     lines = md.splitlines()
@@ -63,7 +74,24 @@ def test_funnel_from_a_hand_made_count_dict() -> None:
 
 def test_failure_markdown_and_progress_listeners() -> None:
     md = failure_markdown("loyalty", ValueError("boom"), run="r1")
-    assert md.startswith("# FAILED: loyalty — run `r1`") and "ValueError: boom" in md and "rerun resumes" in md
+    assert md.startswith("# FAILED: loyalty") and "Run `r1`" in md and "ValueError: boom" in md
+    assert "rerun resumes" in md and "```" not in md  # wrapped text: no code block wider than the panel
+    from passflow.errors import ConfigError, RejectRateExceeded
+
+    config = failure_markdown("loyalty", ConfigError("bad key"))
+    assert (
+        "Nothing was issued" in config and "Fix the campaign file" in config and "rerun resumes" not in config
+    )
+    rejects = failure_markdown(
+        "loyalty", RejectRateExceeded("too many"), reasons={"phone_invalid": 7}, rejects_file="/x/rejects.csv"
+    )
+    assert (
+        "| phone_invalid | 7 |" in rejects
+        and "`/x/rejects.csv`" in rejects
+        and "rerun resumes" not in rejects
+    )
+    outage = failure_markdown("loyalty", RuntimeError("vendor down"), issued=12)
+    assert "12 passes were issued" in outage and "rerun resumes" in outage
     seen: list[tuple] = []
     remove = add_progress_listener(lambda *a: seen.append(a))
     report_progress("read", 100)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from passflow.flows.issue_passes import IssueRequest, issue_passes
+from passflow.flows.issue_passes import issue_passes
 from typer.testing import CliRunner
 
 from passflow.cli import app
@@ -42,7 +42,7 @@ def _report(run_id: object) -> str:
 
 def test_failed_rows_fail_the_flow_run_with_the_summary(tmp_path: Path, sandbox: SandboxHandle) -> None:
     sandbox.admin.configure(faults=FAULTS)
-    state = issue_passes(IssueRequest(campaign=str(make(tmp_path, sandbox, rows=300))), return_state=True)
+    state = issue_passes(campaign=str(make(tmp_path, sandbox, rows=300)), return_state=True)
     assert state.is_failed() and "6 rows failed at the vendor" in state.message
     summary = state.result(raise_on_failure=False)
     assert summary["failed"] == 6 and summary["exported"] > 250 and summary["failures_file"]
@@ -77,7 +77,7 @@ def test_campaigns_with_callbacks_publish_the_install_funnel(
     monkeypatch.setenv("PF_CALLBACK_SECRET", "funnel-test-secret")
     path = make_campaign(tmp_path)
     path.write_text(path.read_text() + '\n[callbacks]\nsecret = { env = "PF_CALLBACK_SECRET" }\n')
-    state = issue_passes(IssueRequest(campaign=str(path)), return_state=True)
+    state = issue_passes(campaign=str(path), return_state=True)
     assert state.is_completed(), state.message
     issued = state.result()["issued_new"]
     funnel = next(v for k, v in _markdowns(state.state_details.flow_run_id).items() if k.endswith("-funnel"))

@@ -127,7 +127,7 @@ def test_flows_and_cli_never_leak_secrets_or_pii(
     tmp_path: Path, sandbox: SandboxHandle, prefect_harness: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every Python log line of the process, not only Prefect's
-    from passflow.flows.issue_passes import IssueRequest, issue_passes
+    from passflow.flows.issue_passes import issue_passes
 
     from passflow.cli import app
 
@@ -141,7 +141,7 @@ def test_flows_and_cli_never_leak_secrets_or_pii(
     pm = tmp_path / "pm"
     pm.mkdir()
     path = make(pm, sandbox, rows=150, chunk=50)
-    state = issue_passes(IssueRequest(campaign=str(path)), return_state=True)
+    state = issue_passes(campaign=str(path), return_state=True)
     # The two 400s are rows failed at the vendor: the run ends Failed, with its summary.
     assert state.is_failed() and "2 rows failed at the vendor" in state.message, state.message
     summary = state.result(raise_on_failure=False)
@@ -162,7 +162,7 @@ def test_flows_and_cli_never_leak_secrets_or_pii(
     bad_path = make(bad, sandbox, rows=30)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PF_PM_SECRET", WRONG)
-        failed = issue_passes(IssueRequest(campaign=str(bad_path)), return_state=True)
+        failed = issue_passes(campaign=str(bad_path), return_state=True)
         failed_cli = CliRunner().invoke(app, ["issue", str(bad_path)])
     assert failed.is_failed() or failed.is_completed()
     error_text = str(failed.message) + repr(failed.result(raise_on_failure=False))

@@ -33,11 +33,11 @@ def campaign_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN
 @pytest.mark.usefixtures("prefect_harness")
 def test_flow_sends_and_reports(campaign_file) -> None:  # noqa: ANN001
     path, sandbox = campaign_file
-    summary = update_passes(UpdateRequest(campaign=str(path), mode="customers", customer_ids=["C1", "C2"],
-                                          action="void"))  # fmt: skip
+    summary = update_passes(campaign=str(path), mode="customers", customer_ids=["C1", "C2"], action="void")
     assert summary["sent"] == 2 and sandbox.admin.stats()["skycore"]["voided"] == ["PC1", "PC2"]
-    bad = update_passes(UpdateRequest(campaign=str(path), mode="customers", customer_ids=["C1"], action="zap"),
-                        return_state=True)  # fmt: skip
+    bad = update_passes(
+        campaign=str(path), mode="customers", customer_ids=["C1"], action="zap", return_state=True
+    )
     assert bad.is_failed() and "unknown update action 'zap'" in str(bad.result(raise_on_failure=False))
 
 

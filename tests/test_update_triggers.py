@@ -58,12 +58,12 @@ def test_triggers_match_the_campaign_and_fill_the_request(tmp_path: Path) -> Non
     assert requested.expect == {UPDATE_REQUESTED} and uninstalled.expect == {PASS_UNINSTALLED}
     for trig in (requested, uninstalled):
         assert trig.match.root == {"passflow.campaign": "sky-trig"}
-        params = trig.parameters["request"]
+        params = trig.parameters
         assert params["campaign"] == str(path) and params["mode"] == "customers"
         UpdateRequest.model_validate({**params, "customer_ids": ["C1"], "action": "void"})  # the flow's form
-    assert requested.parameters["request"]["customer_ids"] == "{{ event.payload.customer_ids }}"
-    assert uninstalled.parameters["request"]["action"] == "void"
-    assert uninstalled.parameters["request"]["customer_ids"] == ["{{ event.resource['passflow.customer_id'] }}"]
+    assert requested.parameters["customer_ids"] == "{{ event.payload.customer_ids }}"
+    assert uninstalled.parameters["action"] == "void"
+    assert uninstalled.parameters["customer_ids"] == ["{{ event.resource['passflow.customer_id'] }}"]
 
 
 def _free_port() -> int:

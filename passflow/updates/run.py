@@ -66,6 +66,10 @@ class UpdateRequest(BaseModel):
     origin: str = Field(default="customers", title="Origin", description="Recorded in the history (e.g. prefect-event)")
     dry_run: bool = Field(default=False, title="Dry run", description="Show what would be sent; send and write nothing")
 
+    def flow_parameters(self) -> dict[str, Any]:
+        """The flat parameters of the ``update-passes`` flow (empty string: not set)."""
+        return {k: ("" if v is None else v) for k, v in self.model_dump().items()}
+
 
 def request_overrides(request: UpdateRequest) -> dict[str, Any]:
     """Campaign overrides a request carries (a replacement segment CSV for ``--diff``)."""
